@@ -1,0 +1,155 @@
+"""The ``dec2vec`` command line: embed files, compare texts, list models, run the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dec2vec.backbone import DEFAULT_BACKBONE, NAMED_BACKBONES, BackboneNotFoundError
+from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder
+from dec2vec.pooling import POOLING_METHODS
+
+app = typer.Typer(help="Turn any decoder-only LLM into a text encoder.", no_args_is_help=True)
+console = Console()
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Named default, .gguf file, checkpoint or saved encoder.")
+]
+AttentionOpt = Annotated[str | None, typer.Option(help=f"One of {', '.join(ATTENTION_MODES)}.")]
+PoolingOpt = Annotated[str | None, typer.Option(help=f"One of {', '.join(POOLING_METHODS)}.")]
+DtypeOpt = Annotated[str, typer.Option(help=f"Weights dtype: {', '.join(DTYPES)}.")]
+
+DEMO_SENTENCES = [
+    "A man is playing a guitar.",
+    "Someone is playing an instrument.",
+    "The stock market fell sharply today.",
+    "Share prices dropped after the announcement.",
+    "A cat is sleeping on the sofa.",
+]
+
+
+def _load(model: str, attention: str | None, pooling: str | None, dtype: str) -> Encoder:
+    try:
+        return Encoder.load(model, attention=attention, pooling=pooling, dtype=dtype)  # type: ignore[arg-type]
+    except (BackboneNotFoundError, ValueError) as err:
+        raise typer.BadParameter(str(err), param_hint="--model/--attention/--pooling/--dtype") from err
+
+
+def read_texts(path: Path, field: str) -> tuple[list[str], list[object]]:
+    """Texts and ids from a text file (one text per line) or JSONL (``{field: ..., "id": ...}`` per line)."""
+    if path.suffix == ".jsonl":
+        texts, ids = [], []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict) or not isinstance(row.get(field), str):
+                raise ValueError(f"{path}:{number}: expected an object with a string {field!r} field")
+            texts.append(row[field])
+            ids.append(row.get("id", len(ids)))
+        return texts, ids
+    texts = path.read_text(encoding="utf-8").splitlines()
+    return texts, list(range(len(texts)))
+
+
+@app.command()
+def embed(
+    input: Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False, help=".txt or .jsonl")],
+    output: Annotated[Path, typer.Option("--output", "-o", help=".npy or .jsonl")],
+    model: ModelOpt = DEFAULT_BACKBONE,
+    attention: AttentionOpt = None,
+    pooling: PoolingOpt = None,
+    dtype: DtypeOpt = "float32",
+    prompt_name: Annotated[
+        str | None, typer.Option(help="Named prompt of the encoder (query, document).")
+    ] = None,
+    field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
+    batch_size: int = 32,
+) -> None:
+    """Embed every line of a text or JSONL file into a .npy matrix or JSONL {id, embedding} rows."""
+    if output.suffix not in (".npy", ".jsonl"):
+        raise typer.BadParameter("output must end in .npy or .jsonl", param_hint="--output")
+    try:
+        texts, ids = read_texts(input, field)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--input") from err
+    encoder = _load(model, attention, pooling, dtype)
+    vectors = encoder.encode(texts, prompt_name=prompt_name, batch_size=batch_size, show_progress=True)
+    if output.suffix == ".npy":
+        np.save(output, vectors)
+    else:
+        with output.open("w", encoding="utf-8") as out:
+            for row_id, vector in zip(ids, vectors, strict=True):
+                out.write(json.dumps({"id": row_id, "embedding": vector.tolist()}) + "\n")
+    console.print(f"wrote {len(texts)} embeddings of dimension {encoder.dim} to {output}")
+
+
+@app.command()
+def similarity(
+    a: str,
+    b: str,
+    model: ModelOpt = DEFAULT_BACKBONE,
+    attention: AttentionOpt = None,
+    pooling: PoolingOpt = None,
+    dtype: DtypeOpt = "float32",
+) -> None:
+    """Print the cosine similarity of two texts."""
+    encoder = _load(model, attention, pooling, dtype)
+    vectors = encoder.encode([a, b])
+    console.print(f"{float(vectors[0] @ vectors[1]):.4f}")
+
+
+@app.command()
+def models() -> None:
+    """List the named default backbones, whether their package is installed and whether they are cached."""
+    table = Table("name", "description", "package", "converted checkpoint")
+    for backbone in NAMED_BACKBONES.values():
+        installed, checkpoint = backbone.status()
+        package = "installed" if installed else f"missing: {backbone.pip_command}"
+        table.add_row(backbone.name, backbone.description, package, str(checkpoint or "not yet"))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    model: ModelOpt = DEFAULT_BACKBONE,
+    attention: AttentionOpt = None,
+    pooling: PoolingOpt = None,
+    dtype: DtypeOpt = "float32",
+) -> None:
+    """The main job on the embedded defaults: embed a few sentences and show how they relate."""
+    encoder = _load(model, attention, pooling, dtype)
+    cfg = encoder.config
+    console.print(
+        f"[bold]{cfg.backbone}[/] as an encoder: {cfg.attention} attention, {cfg.pooling} pooling, "
+        f"{encoder.dim} dimensions"
+    )
+    vectors = encoder.encode(DEMO_SENTENCES)
+    sims = vectors @ vectors.T
+    table = Table("", *[str(i) for i in range(len(DEMO_SENTENCES))], title="cosine similarity")
+    for i, sentence in enumerate(DEMO_SENTENCES):
+        table.add_row(f"{i}: {sentence}", *[f"{s:.2f}" for s in sims[i]])
+    console.print(table)
+    console.print(
+        "Same weights, causal generation:",
+        repr(encoder.generate("The capital of France is", max_new_tokens=8)),
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

