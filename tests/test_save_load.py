@@ -82,6 +82,9 @@ def test_saved_directory_contents(make_tiny_checkpoint, tmp_path):
 def test_load_overrides_saved_config(make_tiny_checkpoint, tmp_path):
     Encoder.load(make_tiny_checkpoint("llama"), pooling="mean").save(tmp_path / "saved")
     assert Encoder.load(tmp_path / "saved", pooling="last").config.pooling == "last"
+    # A fresh (untrained) latent-attention head can be put on a saved mean-pooling encoder.
+    latent = Encoder.load(tmp_path / "saved", pooling="latent_attention")
+    assert latent.encode(["a cat"]).shape == (1, 32)
 
 
 def test_echo_encoder_reloads_in_dec2vec(make_tiny_checkpoint, tmp_path):

@@ -139,7 +139,7 @@ class Encoder:
         config = EncoderConfig(**{**asdict(config), **{k: v for k, v in overrides.items() if v is not None}})
         backbone = load_backbone(name_or_path, dtype=dtype, device=device)
         latent = None
-        if saved and config.pooling == "latent_attention":
+        if config.pooling == "latent_attention" and (path / LATENT_WEIGHTS).exists():
             latent = LatentAttention(
                 backbone.model.config.get_text_config().hidden_size, **config.latent_attention
             )
