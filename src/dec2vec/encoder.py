@@ -5,10 +5,11 @@ Everything else in dec2vec (CLI, evaluation, search, serving) goes through :clas
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal, get_args
@@ -70,6 +71,15 @@ class EncoderConfig:
         if unknown := sorted(set(data) - known):
             raise ValueError(f"{path}: unknown keys {unknown}")
         return cls(**data)
+
+
+@dataclass
+class Tokenized:
+    """Token ids per text, how many leading ids are prompt/echo prefix, and the text tokens' char spans."""
+
+    ids: list[list[int]]
+    n_prefix: list[int]
+    text_offsets: list[list[tuple[int, int]]]
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -176,7 +186,7 @@ class Encoder:
         head, middle, _ = self.config.echo_template.split("{text}")
         return [f"{prompt}{head}{text}{middle}" for text in texts]
 
-    def tokenize(self, texts: list[str], prefixes: list[str]) -> tuple[list[list[int]], list[int]]:
+    def tokenize(self, texts: list[str], prefixes: list[str]) -> Tokenized:
         """Token ids of ``prefix + text`` (truncated to max_length) and how many leading tokens are prefix.
 
         The prefix length comes from character offsets of the joint tokenization, so it is exact per example
@@ -194,17 +204,40 @@ class Encoder:
                 len(full),
                 self.config.max_length,
             )
-        ids, n_prefix = [], []
+        out = Tokenized([], [], [])
         for row, offsets, prefix in zip(enc["input_ids"], enc["offset_mapping"], prefixes, strict=True):
             count = 0
             if prefix:
                 while count < len(row) and offsets[count][1] <= len(prefix):
                     count += 1
             if not row:  # an empty text with a tokenizer that adds no special tokens
-                row = [self.tokenizer.eos_token_id or self.tokenizer.pad_token_id]
-            ids.append(row)
-            n_prefix.append(count)
-        return ids, n_prefix
+                row, offsets = [self.tokenizer.eos_token_id or self.tokenizer.pad_token_id], [(0, 0)]
+            out.ids.append(row)
+            out.n_prefix.append(count)
+            shift = len(prefix)
+            out.text_offsets.append([(max(a - shift, 0), max(b - shift, 0)) for a, b in offsets[count:]])
+        return out
+
+    def _sorted_batches(
+        self, texts: Sequence[str], prompt: str, batch_size: int, show_progress: bool | None
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Tokenized]]:
+        """Length-sorted, dynamically padded batches: (indices into texts, collated batch, tokenization)."""
+        texts = _check_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not texts:
+            return
+        tokenized = self.tokenize(texts, self._prefixes(texts, prompt))
+        order = sorted(range(len(texts)), key=lambda i: -len(tokenized.ids[i]))
+        if show_progress is None:
+            show_progress = len(texts) > 4 * batch_size
+        for start in tqdm(range(0, len(order), batch_size), desc="encode", disable=not show_progress):
+            chunk = order[start : start + batch_size]
+            yield (
+                chunk,
+                self._collate([tokenized.ids[i] for i in chunk], [tokenized.n_prefix[i] for i in chunk]),
+                tokenized,
+            )
 
     def _collate(self, ids: list[list[int]], n_prefix: list[int]) -> dict[str, torch.Tensor]:
         """Pad a batch on the tokenizer's side and build its attention and pooling masks.
@@ -253,25 +286,61 @@ class Encoder:
         Texts are sorted by length and padded per batch only to the batch's longest, then put back in order.
         """
         texts = _check_texts(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        ids, n_prefix = self.tokenize(texts, self._prefixes(texts, self._prompt(prompt, prompt_name)))
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
-        if show_progress is None:
-            show_progress = len(texts) > 4 * batch_size
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            for start in tqdm(range(0, len(order), batch_size), desc="encode", disable=not show_progress):
-                chunk = order[start : start + batch_size]
-                vectors = self.embed_batch(
-                    self._collate([ids[i] for i in chunk], [n_prefix[i] for i in chunk])
-                )
+            for chunk, batch, _ in self._sorted_batches(
+                texts, self._prompt(prompt, prompt_name), batch_size, show_progress
+            ):
+                vectors = self.embed_batch(batch)
                 if normalize:
                     vectors = torch.nn.functional.normalize(vectors, dim=-1)
                 out[chunk] = vectors.cpu().numpy()
         return out
+
+    def token_embeddings(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+    ) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
+        """Per text: the float32 hidden states of its own tokens (prompt excluded) and their character spans.
+
+        Spans index into the text itself, so callers can align tokens with words (probes, late interaction).
+        """
+        out: list = [None] * len(texts)
+        with torch.inference_mode():
+            for chunk, batch, tokenized in self._sorted_batches(
+                texts, self._prompt(prompt, prompt_name), batch_size, show_progress
+            ):
+                hidden = hidden_states(
+                    self.model,
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    causal=self.config.attention != "bidirectional",
+                ).float()
+                for row, index in enumerate(chunk):
+                    states = hidden[row, batch["pool_mask"][row].bool()].cpu().numpy()
+                    out[index] = (states, tokenized.text_offsets[index])
+        return out
+
+    def fingerprint(self) -> str:
+        """A hash of everything that determines the vectors: config (less its source name), dtype, weights.
+
+        Hashing the weights (about a second for SmolLM2) makes caches safe across retraining in place.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        config = {k: v for k, v in asdict(self.config).items() if k != "backbone"}
+        digest.update(json.dumps(config, sort_keys=True).encode())
+        modules = [self.model] + ([self.latent] if self.latent is not None else [])
+        for module in modules:
+            for name, tensor in module.state_dict().items():
+                digest.update(name.encode())
+                digest.update(str(tensor.dtype).encode())
+                digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy())
+        return digest.hexdigest()
 
     def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         """Embed search queries with the ``query`` prompt when this encoder has one."""
