@@ -120,6 +120,54 @@ def models() -> None:
     console.print(table)
 
 
+@app.command("eval")
+def eval_command(
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model", "-m", help="Repeatable: model spec, e.g. smollm2-135m:causal:last, minilm, bm25."
+        ),
+    ],
+    task: Annotated[
+        list[str] | None, typer.Option("--task", "-t", help="Repeatable: TYPE:PATH, e.g. sts:stsb_dev.tsv.")
+    ] = None,
+    suite: Annotated[Path | None, typer.Option(help="TOML suite file of [[task]] entries.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write [{model, task, metric, value}].")
+    ] = None,
+    markdown_path: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown table.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG bar chart of each task's headline metric.")
+    ] = None,
+    scatter: Annotated[Path | None, typer.Option(help="Write a PNG of STS predicted vs gold.")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Embedding cache (default $DEC2VEC_HOME/embeddings).")
+    ] = None,
+) -> None:
+    """Score models side by side on local STS, retrieval, classification, clustering, pair and word tasks."""
+    from dec2vec.evaluation import evaluate, load_suite, parse_task, report
+
+    try:
+        tasks = [parse_task(spec) for spec in task or []] + (load_suite(suite) if suite else [])
+    except (ValueError, OSError) as err:
+        raise typer.BadParameter(str(err), param_hint="--task/--suite") from err
+    if not tasks:
+        raise typer.BadParameter("give at least one --task or a --suite", param_hint="--task/--suite")
+    try:
+        evaluation = evaluate(model, tasks, cache_dir=cache_dir)
+    except (BackboneNotFoundError, ValueError) as err:
+        raise typer.BadParameter(str(err), param_hint="--model") from err
+    console.print(report.table(evaluation))
+    if json_path:
+        report.write_json(evaluation, json_path)
+    if markdown_path:
+        markdown_path.write_text(report.markdown(evaluation))
+    if plot:
+        report.bar_chart(evaluation, plot)
+    if scatter and not report.sts_scatter(evaluation, scatter):
+        console.print("no STS task: no scatter plot written")
+
+
 @app.command()
 def demo(
     model: ModelOpt = DEFAULT_BACKBONE,

@@ -82,6 +82,17 @@ class Tokenized:
     text_offsets: list[list[tuple[int, int]]]
 
 
+def weights_digest(*modules: torch.nn.Module, extra: str = "") -> str:
+    """blake2b over ``extra`` and every tensor (name, dtype, bytes) of ``modules``."""
+    digest = hashlib.blake2b(extra.encode(), digest_size=16)
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(str(tensor.dtype).encode())
+            digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise ValueError("encode expects a list of strings, got a single string: wrap it in a list")
@@ -331,16 +342,9 @@ class Encoder:
 
         Hashing the weights (about a second for SmolLM2) makes caches safe across retraining in place.
         """
-        digest = hashlib.blake2b(digest_size=16)
         config = {k: v for k, v in asdict(self.config).items() if k != "backbone"}
-        digest.update(json.dumps(config, sort_keys=True).encode())
         modules = [self.model] + ([self.latent] if self.latent is not None else [])
-        for module in modules:
-            for name, tensor in module.state_dict().items():
-                digest.update(name.encode())
-                digest.update(str(tensor.dtype).encode())
-                digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy())
-        return digest.hexdigest()
+        return weights_digest(*modules, extra=json.dumps(config, sort_keys=True))
 
     def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         """Embed search queries with the ``query`` prompt when this encoder has one."""

