@@ -14,6 +14,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tiny models are faster on one thread, and one thread per process keeps the subprocess tests (training
+# killed mid-run) from fighting over the cores: oversubscribed OpenMP makes tiny steps 100x slower.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 CORPUS = [
     "A man is playing a guitar on the street.",

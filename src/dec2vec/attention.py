@@ -20,6 +20,22 @@ class AttentionSwitchError(RuntimeError):
     """The architecture ignores ``is_causal=False``: bidirectional attention cannot be enabled generically."""
 
 
+def _forward(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool, **kw
+):
+    # Positions count real tokens only, so a left-padded row gets the same positions as when run alone
+    # (models with absolute position embeddings, such as GPT-2, would otherwise shift).
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        is_causal=causal,
+        use_cache=False,
+        **kw,
+    )
+
+
 def hidden_states(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -27,20 +43,19 @@ def hidden_states(
     *,
     causal: bool,
 ) -> torch.Tensor:
-    """Last hidden states ``(batch, seq, dim)`` of the decoder stack (no LM head), causal or bidirectional.
+    """Last hidden states ``(batch, seq, dim)`` of the decoder stack (no LM head), causal or bidirectional."""
+    return _forward(model.base_model, input_ids, attention_mask, causal).last_hidden_state
 
-    Positions count real tokens only, so a left-padded row gets the same positions as when run alone
-    (models with absolute position embeddings, such as GPT-2, would otherwise shift).
-    """
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model.base_model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        is_causal=causal,
-        use_cache=False,
-    )
-    return out.last_hidden_state
+
+def lm_logits(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    causal: bool,
+) -> torch.Tensor:
+    """Language-model logits ``(batch, seq, vocab)``, causal or bidirectional (MNTP uses the latter)."""
+    return _forward(model, input_ids, attention_mask, causal).logits
 
 
 def _probe_changes(model: PreTrainedModel, *, causal: bool) -> list[float]:

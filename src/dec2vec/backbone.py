@@ -186,3 +186,24 @@ def load_backbone(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return Backbone(model.to(device).eval(), tokenizer, path)
+
+
+def prune_layers(model: PreTrainedModel, keep: int | float) -> int:
+    """Keep only the first ``keep`` decoder layers (an int, or a fraction of them); returns how many remain.
+
+    Found generically as the ModuleList whose length is ``num_hidden_layers``; per-layer config lists
+    (``layer_types``) are cut to match. The result is smaller and faster to train and serve.
+    """
+    config = model.config.get_text_config()
+    total = config.num_hidden_layers
+    count = round(total * keep) if isinstance(keep, float) else keep
+    if not 1 <= count <= total:
+        raise ValueError(f"keep_layers={keep} must leave between 1 and {total} layers")
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == total]
+    if len(layers) != 1:
+        raise ValueError(f"{type(model).__name__}: cannot find its decoder layer list to prune")
+    del layers[0][count:]
+    config.num_hidden_layers = count
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = config.layer_types[:count]
+    return count

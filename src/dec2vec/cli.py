@@ -169,22 +169,72 @@ def eval_command(
 
 
 @app.command()
-def demo(
+def train(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output directory: stage dirs, then the final encoder.")
+    ],
+    recipe: Annotated[str, typer.Option(help="Built-in recipe name or a TOML file.")] = "quick",
     model: ModelOpt = DEFAULT_BACKBONE,
-    attention: AttentionOpt = None,
-    pooling: PoolingOpt = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Repeatable: text (.txt/.jsonl) or pairs JSONL; replaces the recipe's data of that kind."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")
+    ] = False,
     dtype: DtypeOpt = "float32",
 ) -> None:
-    """The main job on the embedded defaults: embed a few sentences and show how they relate."""
-    encoder = _load(model, attention, pooling, dtype)
+    """Train an encoder with a recipe (quick, llm2vec, llm2vec-supervised, supervised, grit) or TOML file."""
+    from dec2vec.training.recipes import load_recipe
+    from dec2vec.training.recipes import train as run_recipe
+    from dec2vec.training.trainer import TrainingInterrupted
+
+    try:
+        plan = load_recipe(recipe)
+        encoder = run_recipe(plan, model, out, data=data, resume=resume, dtype=dtype)
+    except TrainingInterrupted as stop:
+        console.print(f"[yellow]{stop}[/]")
+        raise typer.Exit(130) from stop
+    except (BackboneNotFoundError, ValueError, FileExistsError) as err:
+        raise typer.BadParameter(str(err), param_hint="--recipe/--model/--data/--out") from err
     cfg = encoder.config
     console.print(
-        f"[bold]{cfg.backbone}[/] as an encoder: {cfg.attention} attention, {cfg.pooling} pooling, "
-        f"{encoder.dim} dimensions"
+        f"saved encoder to {out} ({cfg.attention} attention, {cfg.pooling} pooling, {encoder.dim} dims)"
     )
-    vectors = encoder.encode(DEMO_SENTENCES)
-    sims = vectors @ vectors.T
-    table = Table("", *[str(i) for i in range(len(DEMO_SENTENCES))], title="cosine similarity")
+
+
+@app.command()
+def demo(
+    model: ModelOpt = DEFAULT_BACKBONE,
+    out: Annotated[
+        Path, typer.Option(help="Where the quick recipe's encoder is written (reused if complete).")
+    ] = Path("dec2vec-quick"),
+) -> None:
+    """The main job on the embedded defaults: train the quick recipe, compare raw and converted models."""
+    from dec2vec.encoder import CONFIG_NAME
+    from dec2vec.evaluation import build_task, evaluate, report
+    from dec2vec.training.data import resolve
+    from dec2vec.training.recipes import load_recipe
+    from dec2vec.training.recipes import train as run_recipe
+
+    if (out / CONFIG_NAME).exists():
+        console.print(f"{out} already holds a trained encoder: evaluating it (delete it to train again)")
+    else:
+        console.print(
+            f"training the quick recipe on {model} into {out} (Ctrl-C checkpoints; rerun to resume)"
+        )
+        run_recipe(load_recipe("quick"), model, out, resume=True)
+    task = build_task("sts", resolve("builtin:demo_sts.tsv"), name="SICK-R trial (bundled)")
+    raw = [f"{model}:causal:mean", f"{model}:causal:last", f"{model}:bidirectional:mean"]
+    evaluation = evaluate([*raw, str(out)], [task])
+    console.print(report.table(evaluation, title="raw backbone vs dec2vec-converted encoder"))
+    encoder = Encoder.load(out)
+    sims = encoder.encode(DEMO_SENTENCES) @ encoder.encode(DEMO_SENTENCES).T
+    table = Table(
+        "", *[str(i) for i in range(len(DEMO_SENTENCES))], title="converted encoder: cosine similarity"
+    )
     for i, sentence in enumerate(DEMO_SENTENCES):
         table.add_row(f"{i}: {sentence}", *[f"{s:.2f}" for s in sims[i]])
     console.print(table)

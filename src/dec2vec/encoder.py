@@ -197,23 +197,22 @@ class Encoder:
         head, middle, _ = self.config.echo_template.split("{text}")
         return [f"{prompt}{head}{text}{middle}" for text in texts]
 
-    def tokenize(self, texts: list[str], prefixes: list[str]) -> Tokenized:
+    def tokenize(self, texts: list[str], prefixes: list[str], max_length: int | None = None) -> Tokenized:
         """Token ids of ``prefix + text`` (truncated to max_length) and how many leading tokens are prefix.
 
         The prefix length comes from character offsets of the joint tokenization, so it is exact per example
         even where a BPE merge crosses the prompt/text boundary (that token counts as text).
         """
         full = [p + t for p, t in zip(prefixes, texts, strict=True)]
-        enc = self.tokenizer(
-            full, truncation=True, max_length=self.config.max_length, return_offsets_mapping=True
-        )
+        max_length = max_length or self.config.max_length
+        enc = self.tokenizer(full, truncation=True, max_length=max_length, return_offsets_mapping=True)
         truncated = sum(bool(e.overflowing) for e in enc.encodings)
         if truncated:
             log.warning(
                 "%d of %d inputs were longer than max_length=%d tokens and were truncated",
                 truncated,
                 len(full),
-                self.config.max_length,
+                max_length,
             )
         out = Tokenized([], [], [])
         for row, offsets, prefix in zip(enc["input_ids"], enc["offset_mapping"], prefixes, strict=True):
@@ -249,6 +248,13 @@ class Encoder:
                 self._collate([tokenized.ids[i] for i in chunk], [tokenized.n_prefix[i] for i in chunk]),
                 tokenized,
             )
+
+    def collate(
+        self, texts: list[str], *, prefix: str = "", max_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """A padded batch of ``prefix + text`` (the prefix attended to, not pooled), for training loops."""
+        tokenized = self.tokenize(_check_texts(texts), [prefix] * len(texts), max_length)
+        return self._collate(tokenized.ids, tokenized.n_prefix)
 
     def _collate(self, ids: list[list[int]], n_prefix: list[int]) -> dict[str, torch.Tensor]:
         """Pad a batch on the tokenizer's side and build its attention and pooling masks.

@@ -11,9 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class DataFormatError(ValueError):
-    """An evaluation file does not have the expected format; the message names file and line."""
+from dec2vec.errors import DataFormatError
 
 
 def read_tsv(path: Path, columns: list[str], types: dict[str, Callable] | None = None) -> list[dict]:

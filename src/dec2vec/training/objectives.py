@@ -1,0 +1,76 @@
+"""Training objectives: MNTP, InfoNCE (SimCSE, supervised, GRIT's representation half), next-token loss.
+
+Pure functions of tensors, so each is tested against hand-computed values on tiny inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100  # label value that cross-entropy skips
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    special_ids: list[int],
+    probability: float = 0.2,
+    strategy: str = "80/10/10",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose ``probability`` of the real, non-special tokens (never position 0, which MNTP cannot predict).
+
+    Returns the corrupted ids and labels (the original id at chosen positions, IGNORE elsewhere).
+    ``strategy`` "80/10/10" (BERT: mask / random token / keep) or "all-mask".
+    """
+    if strategy not in ("80/10/10", "all-mask"):
+        raise ValueError(f"masking strategy must be '80/10/10' or 'all-mask', got {strategy!r}")
+    candidates = attention_mask.bool() & ~torch.isin(
+        input_ids, torch.tensor(special_ids, device=input_ids.device)
+    )
+    candidates[:, 0] = False
+    draw = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    chosen = candidates & (draw < probability)
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE))
+    corrupted = input_ids.clone()
+    if strategy == "all-mask":
+        corrupted[chosen] = mask_token_id
+        return corrupted, labels
+    kind = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    corrupted[chosen & (kind < 0.8)] = mask_token_id
+    random_positions = chosen & (kind >= 0.8) & (kind < 0.9)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator, device=input_ids.device)
+    corrupted[random_positions] = random_ids[random_positions]
+    return corrupted, labels
+
+
+def mntp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Masked next-token prediction: the logits at position i-1 predict the masked token at position i.
+
+    Keeps the decoder's own output alignment (its LM head was trained to predict the next token), as LLM2Vec.
+    """
+    shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+
+
+def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """InfoNCE over cosine similarities: query i's positive is key i; every other key is a negative.
+
+    ``keys`` may hold more rows than ``queries`` (hard negatives appended after the positives).
+    """
+    if keys.shape[0] < queries.shape[0]:
+        raise ValueError("need at least one key (the positive) per query")
+    scores = F.normalize(queries.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T / temperature
+    return F.cross_entropy(scores, torch.arange(queries.shape[0], device=queries.device))
+
+
+def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Causal LM loss: logits at i predict token i+1, counted where ``loss_mask`` is 1 at i+1."""
+    labels = torch.where(loss_mask.bool(), input_ids, torch.full_like(input_ids, IGNORE))
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE
+    )

@@ -1,0 +1,374 @@
+"""One training stage on an Encoder: LoRA (peft) or full fine-tuning, checkpoints, exact resume.
+
+A stage runs ``steps`` optimizer steps of one objective (mntp, simcse, supervised, grit) over a batch plan
+fixed by the seed. Every ``checkpoint_every`` steps, and on SIGINT/SIGTERM, the trainable weights,
+optimizer, scheduler, RNG states and step are written atomically to ``checkpoint.pt``; resuming from it
+reproduces the uninterrupted run. At the end LoRA is merged into the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from peft import LoraConfig, get_peft_model
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from dec2vec.attention import lm_logits
+from dec2vec.encoder import Encoder
+from dec2vec.errors import DataFormatError
+from dec2vec.training import data as data_io
+from dec2vec.training.objectives import info_nce, mask_tokens, mntp_loss, next_token_loss
+
+log = logging.getLogger(__name__)
+
+Objective = Literal["mntp", "simcse", "supervised", "grit"]
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was written and ``--resume`` continues from it."""
+
+
+@dataclass
+class StageConfig:
+    """One stage of a recipe; every field can be set in the recipe's ``[[stage]]`` table."""
+
+    name: str
+    objective: Objective
+    data: list[str] = field(default_factory=list)  # paths or builtin:NAME; pairs for supervised/grit
+    generation_data: list[str] = field(default_factory=list)  # grit: text for the next-token loss
+    instruction: str = ""  # query-side instruction (supervised, grit): attended to, never pooled
+    steps: int = 100
+    batch_size: int = 16
+    grad_accum: int = 1
+    learning_rate: float = 1e-4
+    schedule: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora: bool = True
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    max_length: int = 128
+    temperature: float = 0.05
+    mask_probability: float = 0.2
+    mask_strategy: Literal["80/10/10", "all-mask"] = "80/10/10"
+    mask_token: str | None = None  # default: the tokenizer's mask token, else "_", else unk/eos
+    dropout: float = 0.0  # attention/hidden dropout while training (SimCSE needs it, e.g. 0.1-0.3)
+    lambda_rep: float = 1.0
+    lambda_gen: float = 1.0
+    bf16: bool = True  # bfloat16 autocast (CPU and CUDA)
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 50
+    log_every: int = 1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("mntp", "simcse", "supervised", "grit"):
+            raise ValueError(f"stage {self.name!r}: unknown objective {self.objective!r}")
+        if self.objective == "grit" and not self.generation_data:
+            raise ValueError(
+                f"stage {self.name!r}: grit needs generation_data (text for the next-token loss)"
+            )
+
+    @classmethod
+    def from_dict(cls, table: dict[str, Any]) -> StageConfig:
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(table) - known):
+            raise ValueError(f"stage {table.get('name', '?')!r}: unknown keys {unknown}")
+        return cls(**table)
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Set every dropout rate in the model (nn.Dropout modules and attention-dropout attributes)."""
+    for name, module in model.named_modules():
+        if "lora_" in name:  # LoRA dropout keeps its own configured rate
+            continue
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = p
+
+
+def _mask_token_id(encoder: Encoder, configured: str | None) -> int:
+    tokenizer = encoder.tokenizer
+    if configured is not None:
+        ids = tokenizer.convert_tokens_to_ids([configured])
+        if ids[0] is None or ids[0] == tokenizer.unk_token_id:
+            raise ValueError(f"mask_token {configured!r} is not in the vocabulary")
+        return ids[0]
+    if tokenizer.mask_token_id is not None:
+        return tokenizer.mask_token_id
+    underscore = tokenizer.convert_tokens_to_ids(["_"])[0]  # LLM2Vec's choice for tokenizers without <mask>
+    if underscore is not None and underscore != tokenizer.unk_token_id:
+        return underscore
+    return tokenizer.unk_token_id if tokenizer.unk_token_id is not None else tokenizer.eos_token_id
+
+
+@dataclass
+class StageData:
+    """A stage's examples (one list per file) and its fixed batch plan(s)."""
+
+    datasets: list[list]
+    plan: list[tuple[int, list[int]]]
+    generation_texts: list[str] = field(default_factory=list)
+    generation_plan: list[tuple[int, list[int]]] = field(default_factory=list)
+
+
+def load_stage_data(c: StageConfig) -> StageData:
+    """Read and check every file of a stage (file:line errors) and fix its batch plan."""
+    if not c.data:
+        raise DataFormatError(f"stage {c.name!r}: no data")
+    pairs_needed = c.objective in ("supervised", "grit")
+    datasets: list[list] = []
+    for path in c.data:
+        if pairs_needed != data_io.is_pair_file(path):
+            want = "pairs JSONL (query, positive)" if pairs_needed else "text (.txt, or JSONL with 'text')"
+            raise DataFormatError(f"{path}: stage {c.name!r} ({c.objective}) needs {want}")
+        datasets.append(data_io.read_pairs(path) if pairs_needed else data_io.read_texts(path))
+    lengths = [[len(x.query if pairs_needed else x) for x in d] for d in datasets]
+    total = c.steps * c.grad_accum
+    data = StageData(datasets, data_io.batch_plan(lengths, c.batch_size, total, c.seed))
+    if c.generation_data:
+        data.generation_texts = [t for p in c.generation_data for t in data_io.read_texts(p)]
+        data.generation_plan = data_io.batch_plan(
+            [[len(t) for t in data.generation_texts]], c.batch_size, total, c.seed + 1
+        )
+    return data
+
+
+class StageTrainer:
+    """Runs one stage on ``encoder`` (whose model it trains in place), writing into ``directory``."""
+
+    def __init__(self, encoder: Encoder, config: StageConfig, directory: Path) -> None:
+        self.encoder, self.config, self.dir = encoder, config, directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data = load_stage_data(config)  # malformed data fails here, before any weights change
+        torch.manual_seed(config.seed)
+        model = encoder.model
+        if config.lora:
+            lora = LoraConfig(
+                r=config.lora_rank,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules="all-linear",
+            )
+            # peft injects the adapters into encoder.model in place; the PeftModel is kept for merging.
+            self.peft = get_peft_model(model, lora)
+        else:
+            self.peft = None
+            model.requires_grad_(True)  # a previous LoRA stage leaves the base weights frozen
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        trainable = [p for p in self._trainable_modules().parameters() if p.requires_grad]
+        if encoder.latent is not None:
+            trainable += list(encoder.latent.parameters())
+        self.params = trainable
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.scheduler = get_scheduler(
+            config.schedule,
+            self.optimizer,
+            num_warmup_steps=math.ceil(config.warmup_ratio * config.steps),
+            num_training_steps=config.steps,
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.mask_id = _mask_token_id(encoder, config.mask_token) if config.objective == "mntp" else None
+        self._stop_signal: int | None = None
+
+    def _collate(self, texts: list[str], prefix: str = "") -> dict[str, torch.Tensor]:
+        return self.encoder.collate(texts, prefix=prefix, max_length=self.config.max_length)
+
+    # ---- objectives -------------------------------------------------------------------------------------
+
+    def _loss(self, micro: int) -> torch.Tensor:
+        c, enc = self.config, self.encoder
+        dataset, indices = self.data.plan[micro]
+        examples = [self.data.datasets[dataset][i] for i in indices]
+        if c.objective == "mntp":
+            batch = self._collate(examples)
+            tok = enc.tokenizer
+            corrupted, labels = mask_tokens(
+                batch["input_ids"],
+                batch["attention_mask"],
+                mask_token_id=self.mask_id,
+                vocab_size=enc.model.config.get_text_config().vocab_size,
+                special_ids=tok.all_special_ids,
+                probability=c.mask_probability,
+                strategy=c.mask_strategy,
+                generator=self.generator,
+            )
+            return mntp_loss(self._logits(corrupted, batch["attention_mask"], causal=False), labels)
+        if c.objective == "simcse":
+            batch = self._collate(examples)
+            return info_nce(enc.embed_batch(batch), enc.embed_batch(batch), c.temperature)
+        rep = self._contrastive(examples)
+        if c.objective == "supervised":
+            return rep
+        _, gen_indices = self.data.generation_plan[micro]
+        gen = self._collate([self.data.generation_texts[i] for i in gen_indices])
+        logits = self._logits(gen["input_ids"], gen["attention_mask"], causal=True)
+        return c.lambda_rep * rep + c.lambda_gen * next_token_loss(
+            logits, gen["input_ids"], gen["attention_mask"]
+        )
+
+    def _contrastive(self, pairs: list[data_io.Pair]) -> torch.Tensor:
+        enc = self.encoder
+        queries = enc.embed_batch(self._collate([p.query for p in pairs], self.config.instruction))
+        keys = [p.positive for p in pairs] + [n for p in pairs for n in p.negatives]
+        return info_nce(queries, enc.embed_batch(self._collate(keys)), self.config.temperature)
+
+    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, causal: bool) -> torch.Tensor:
+        return lm_logits(self.encoder.model, input_ids, attention_mask, causal=causal)
+
+    # ---- loop -------------------------------------------------------------------------------------------
+
+    def _trainable_modules(self) -> torch.nn.Module:
+        return self.peft if self.peft is not None else self.encoder.model
+
+    def _autocast(self):
+        if not self.config.bf16:
+            return nullcontext()
+        return torch.autocast(self.encoder.device.type, dtype=torch.bfloat16)
+
+    def run(self, resume: bool = False) -> None:
+        """Train to ``steps``, resuming from ``checkpoint.pt`` if asked and present; then merge LoRA."""
+        c = self.config
+        if resume and (self.dir / CHECKPOINT).exists():
+            self._restore()
+        model = self.encoder.model
+        model.train()
+        set_dropout(model, c.dropout)
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        log_file = (self.dir / "log.jsonl").open("a" if self.step else "w")
+        bar = tqdm(total=c.steps, initial=self.step, desc=f"{c.name} ({c.objective})", dynamic_ncols=True)
+        try:
+            while self.step < c.steps:
+                start = time.perf_counter()
+                total = 0.0
+                for k in range(c.grad_accum):
+                    with self._autocast():
+                        loss = self._loss(self.step * c.grad_accum + k) / c.grad_accum
+                    loss.backward()
+                    total += loss.item()
+                torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                rate = c.batch_size * c.grad_accum / (time.perf_counter() - start)
+                lr = self.scheduler.get_last_lr()[0]
+                bar.update()
+                bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.1f}")
+                if self.step % c.log_every == 0 or self.step == c.steps:
+                    log_file.write(
+                        json.dumps({"step": self.step, "loss": total, "lr": lr, "examples_per_s": rate})
+                        + "\n"
+                    )
+                    log_file.flush()
+                if self._stop_signal is not None:
+                    self._checkpoint()
+                    raise TrainingInterrupted(
+                        f"stopped by signal {self._stop_signal} at step {self.step}/{c.steps}; "
+                        f"checkpoint in {self.dir / CHECKPOINT}: rerun with --resume"
+                    )
+                if self.step % c.checkpoint_every == 0 and self.step < c.steps:
+                    self._checkpoint()
+        finally:
+            bar.close()
+            log_file.close()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            set_dropout(model, 0.0)
+            model.eval()
+        self._finish()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self._stop_signal is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        log.warning("signal %d: finishing this step, then writing a checkpoint", signum)
+
+    def _state(self) -> dict[str, Any]:
+        trainable = {
+            n: p.detach().clone() for n, p in self._trainable_modules().named_parameters() if p.requires_grad
+        }
+        return {
+            "step": self.step,
+            "config": asdict(self.config),
+            "trainable": trainable,
+            "latent": self.encoder.latent.state_dict() if self.encoder.latent is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "generator": self.generator.get_state(),
+        }
+
+    def _checkpoint(self) -> None:
+        tmp = self.dir / f"{CHECKPOINT}.tmp"
+        torch.save(self._state(), tmp)
+        os.replace(tmp, self.dir / CHECKPOINT)  # atomic: a crash mid-write keeps the previous checkpoint
+
+    def _restore(self) -> None:
+        state = torch.load(self.dir / CHECKPOINT, weights_only=False)
+        saved = {k: v for k, v in state["config"].items() if k not in ("checkpoint_every", "log_every")}
+        current = {k: v for k, v in asdict(self.config).items() if k not in ("checkpoint_every", "log_every")}
+        if saved != current:
+            raise ValueError(
+                f"{self.dir / CHECKPOINT} was written by a different stage config; remove it to restart"
+            )
+        params = dict(self._trainable_modules().named_parameters())
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value)
+        if state["latent"] is not None:
+            self.encoder.latent.load_state_dict(state["latent"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["generator"])
+        self.step = state["step"]
+        # Steps logged after this checkpoint (before the crash) will be run again: drop them from the log.
+        log_path = self.dir / "log.jsonl"
+        if log_path.exists():
+            kept = [r for r in log_path.read_text().splitlines() if r and json.loads(r)["step"] <= self.step]
+            log_path.write_text("".join(r + "\n" for r in kept))
+        log.warning("resumed %s at step %d/%d", self.config.name, self.step, self.config.steps)
+
+    def _finish(self) -> None:
+        if self.config.gradient_checkpointing:
+            self.encoder.model.gradient_checkpointing_disable()
+        if self.peft is not None:
+            self.encoder.model = self.peft.merge_and_unload()
+        self._plot_loss()
+
+    def _plot_loss(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [json.loads(line) for line in (self.dir / "log.jsonl").read_text().splitlines() if line]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(f"{self.config.name} ({self.config.objective})")
+        fig.tight_layout()
+        fig.savefig(self.dir / "loss.png", dpi=100)
+        plt.close(fig)

@@ -1,0 +1,71 @@
+"""Training losses against hand-computed values on tiny tensors."""
+
+import math
+
+import pytest
+import torch
+
+from dec2vec.training.objectives import IGNORE, info_nce, mask_tokens, mntp_loss, next_token_loss
+
+
+def _nll(scores: list[float], target: int) -> float:
+    return -scores[target] + math.log(sum(math.exp(s) for s in scores))
+
+
+def test_info_nce_by_hand():
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # norms differ: cosine, not dot product
+    k = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    r = 1 / math.sqrt(2)
+    expected = (_nll([1.0, r], 0) + _nll([0.0, r], 1)) / 2
+    assert info_nce(q, k, temperature=1.0).item() == pytest.approx(expected, rel=1e-6)
+    # temperature divides the scores
+    expected_t = (_nll([1 / 0.5, r / 0.5], 0) + _nll([0.0, r / 0.5], 1)) / 2
+    assert info_nce(q, k, temperature=0.5).item() == pytest.approx(expected_t, rel=1e-6)
+
+
+def test_info_nce_with_hard_negatives_appended():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])  # positives, then 2 hard negatives
+    r = 1 / math.sqrt(2)
+    expected = (_nll([1.0, 0.0, r, -1.0], 0) + _nll([0.0, 1.0, r, 0.0], 1)) / 2
+    assert info_nce(q, k, temperature=1.0).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="at least one key"):
+        info_nce(q, k[:1])
+
+
+def test_mntp_uses_logits_one_position_earlier():
+    # vocab 3, sequence of 3; only position 2 is masked (its original token is 1)
+    logits = torch.tensor([[[0.0, 0.0, 0.0], [2.0, 0.5, -1.0], [9.0, 9.0, 9.0]]])
+    labels = torch.tensor([[IGNORE, IGNORE, 1]])
+    assert mntp_loss(logits, labels).item() == pytest.approx(_nll([2.0, 0.5, -1.0], 1), rel=1e-6)
+
+
+def test_next_token_loss_by_hand():
+    logits = torch.tensor([[[1.0, 0.0], [0.0, 3.0], [5.0, 5.0]]])
+    ids = torch.tensor([[0, 1, 0]])
+    mask = torch.tensor([[0, 1, 0]])  # only token 1 (predicted from position 0) counts
+    assert next_token_loss(logits, ids, mask).item() == pytest.approx(_nll([1.0, 0.0], 1), rel=1e-6)
+
+
+def test_masking_respects_padding_specials_and_first_position():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 100, (64, 40), generator=g)
+    ids[:, 0] = 1  # BOS
+    mask = torch.ones_like(ids)
+    mask[:, 30:] = 0  # right padding
+    corrupted, labels = mask_tokens(
+        ids, mask, mask_token_id=3, vocab_size=100, special_ids=[0, 1, 2], probability=0.2, generator=g
+    )
+    chosen = labels != IGNORE
+    assert not chosen[:, 0].any() and not chosen[:, 30:].any()
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert chosen.sum().item() / (64 * 29) == pytest.approx(0.2, abs=0.02)
+    masked = (corrupted == 3) & chosen
+    kept = (corrupted == ids) & chosen
+    assert masked.sum() / chosen.sum() == pytest.approx(0.8, abs=0.04)
+    assert kept.sum() / chosen.sum() == pytest.approx(0.1, abs=0.04)  # about 10% unchanged (+ random hits)
+    assert torch.equal(corrupted[~chosen], ids[~chosen])
+    all_mask, _ = mask_tokens(
+        ids, mask, mask_token_id=3, vocab_size=100, special_ids=[0, 1, 2], strategy="all-mask"
+    )
+    assert ((all_mask == 3) == (all_mask != ids)).all()

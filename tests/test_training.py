@@ -1,0 +1,219 @@
+"""Training on tiny real models: every objective, LoRA merge, pruning, bad data, kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from typer.testing import CliRunner
+
+from dec2vec import Encoder
+from dec2vec.cli import app
+from dec2vec.errors import DataFormatError
+from dec2vec.training.recipes import Recipe, load_recipe, train
+from dec2vec.training.trainer import StageConfig, StageTrainer
+
+ANIMALS = ["cat", "dog", "bird", "fish", "horse", "mouse", "sheep", "goat"]
+PLACES = ["park", "house", "street", "garden", "river", "forest", "beach", "field"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    pairs = [
+        {
+            "query": f"a {a} in the {p}",
+            "positive": f"the {a} is at the {p}",
+            "negative": f"a {a} far from any {p}",
+        }
+        for a in ANIMALS
+        for p in PLACES
+    ]
+    (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    (folder / "text.txt").write_text(
+        "".join(f"the {a} walks to the {p} today\n" for a in ANIMALS for p in PLACES)
+    )
+    return folder
+
+
+def _stage(corpus, objective, **kw):
+    data = [str(corpus / ("pairs.jsonl" if objective in ("supervised", "grit") else "text.txt"))]
+    defaults = {
+        "data": data,
+        "steps": 30,
+        "batch_size": 8,
+        "learning_rate": 5e-3,
+        "bf16": False,
+        "checkpoint_every": 10,
+    }
+    if objective == "grit":
+        defaults["generation_data"] = [str(corpus / "text.txt")]
+    return StageConfig(name=objective, objective=objective, **{**defaults, **kw})
+
+
+def _losses(directory):
+    return [json.loads(line)["loss"] for line in (directory / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("objective", ["mntp", "simcse", "supervised", "grit"])
+def test_each_objective_trains_and_lowers_its_loss(objective, corpus, make_tiny_checkpoint, tmp_path):
+    encoder = Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional")
+    extra = {"dropout": 0.1} if objective == "simcse" else {}
+    StageTrainer(encoder, _stage(corpus, objective, **extra), tmp_path / "stage").run()
+    losses = _losses(tmp_path / "stage")
+    assert len(losses) == 30 and np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert (tmp_path / "stage" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert not any("lora" in name for name, _ in encoder.model.named_parameters())  # merged at the end
+    if objective == "grit":  # one set of weights: embeds bidirectionally, generates causally
+        assert encoder.encode(["a cat in the park"]).shape == (1, 32)
+        assert isinstance(encoder.generate("the cat", max_new_tokens=4), str)
+
+
+def test_lora_merged_model_embeds_like_the_unmerged_one(corpus, make_tiny_checkpoint, tmp_path):
+    encoder = Encoder.load(make_tiny_checkpoint("qwen2"), attention="bidirectional")
+    stage = _stage(corpus, "supervised", steps=10, warmup_ratio=0.0, schedule="constant_with_warmup")
+    trainer = StageTrainer(encoder, stage, tmp_path / "stage")
+    encoder.model.train()
+    for step in range(5):  # move the LoRA weights away from their zero initialisation
+        trainer._loss(step).backward()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad()
+    encoder.model.eval()
+    texts = ["a cat in the park", "the dog is at the river", "a bird"]
+    unmerged = encoder.encode(texts)
+    encoder.model = trainer.peft.merge_and_unload()
+    np.testing.assert_allclose(encoder.encode(texts), unmerged, atol=1e-5)  # float32: rounding only
+    assert not np.allclose(
+        unmerged, Encoder.load(make_tiny_checkpoint("qwen2"), attention="bidirectional").encode(texts)
+    )
+
+
+def test_malformed_data_fails_before_training_with_file_and_line(corpus, make_tiny_checkpoint, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "positive": "p"}\n{"query": "q"}\n')
+    recipe = Recipe(name="t", stages=[_stage(corpus, "supervised"), _stage(corpus, "simcse")])
+    with pytest.raises(DataFormatError, match=r"bad.jsonl:2: expected a string 'positive' field"):
+        train(recipe, str(make_tiny_checkpoint("llama")), tmp_path / "out", data=[str(bad)])
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    with pytest.raises(DataFormatError, match="needs pairs JSONL"):
+        train(
+            Recipe(name="t", stages=[_stage(corpus, "supervised", data=[str(corpus / "text.txt")])]),
+            "x",
+            tmp_path / "o",
+        )
+
+
+def test_recipe_with_pruning_saves_an_encoder_that_everything_loads(corpus, make_tiny_checkpoint, tmp_path):
+    recipe = Recipe(
+        name="t",
+        attention="bidirectional",
+        pooling="last",
+        keep_layers=1,
+        stages=[_stage(corpus, "mntp", steps=5)],
+    )
+    encoder = train(recipe, str(make_tiny_checkpoint("mistral")), tmp_path / "out")
+    assert encoder.model.config.num_hidden_layers == 1
+    reloaded = Encoder.load(tmp_path / "out")
+    assert reloaded.model.config.num_hidden_layers == 1 and reloaded.config.pooling == "last"
+    texts = ["a cat in the park", "a dog"]
+    np.testing.assert_allclose(reloaded.encode(texts), encoder.encode(texts), atol=1e-6)
+    st = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(st, encoder.encode(texts), atol=2e-5)
+    assert (tmp_path / "out" / "01-mntp" / "model" / "dec2vec_config.json").exists()
+
+
+def test_builtin_recipes_load():
+    for name in ("quick", "llm2vec", "llm2vec-supervised", "supervised", "grit"):
+        assert load_recipe(name).stages
+
+
+def _recipe_file(tmp_path, corpus, steps):
+    path = tmp_path / "recipe.toml"
+    path.write_text(
+        f"""name = "resume-test"
+attention = "bidirectional"
+[[stage]]
+name = "simcse"
+objective = "simcse"
+data = ["{corpus / "text.txt"}"]
+steps = {steps}
+batch_size = 8
+learning_rate = 1e-3
+dropout = 0.1
+bf16 = false
+checkpoint_every = 5
+"""
+    )
+    return path
+
+
+def _weights(path):
+    encoder = Encoder.load(path)
+    return {k: v.clone() for k, v in encoder.model.state_dict().items()}
+
+
+def _start(recipe, model, out):
+    cmd = [
+        sys.executable,
+        "-m",
+        "dec2vec.cli",
+        "train",
+        "--recipe",
+        str(recipe),
+        "--model",
+        model,
+        "--out",
+        str(out),
+    ]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+
+
+def _wait_for_step(log, step, process, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= step:
+            return
+        assert process.poll() is None, process.stdout.read().decode()
+        time.sleep(0.05)
+    raise AssertionError("training never reached the step")
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_training_resumes_to_the_uninterrupted_result(how, corpus, make_tiny_checkpoint, tmp_path):
+    model = str(make_tiny_checkpoint("llama"))
+    steps = 300
+    recipe = _recipe_file(tmp_path, corpus, steps)
+    train(load_recipe(recipe), model, tmp_path / "straight")
+
+    process = _start(recipe, model, tmp_path / "killed")
+    log = tmp_path / "killed" / "01-simcse" / "log.jsonl"
+    _wait_for_step(log, 12, process)
+    process.send_signal(how)
+    code = process.wait(timeout=60)
+    checkpoint = torch.load(tmp_path / "killed" / "01-simcse" / "checkpoint.pt", weights_only=False)
+    if how == signal.SIGTERM:
+        assert code == 130  # checkpointed at the step it was on, then exited cleanly
+    else:
+        assert code == -signal.SIGKILL  # no chance to save: the last periodic checkpoint is used
+        assert checkpoint["step"] % 5 == 0
+    assert 0 < checkpoint["step"] < steps
+
+    runner = CliRunner()
+    args = ["train", "--recipe", str(recipe), "--model", model, "--out", str(tmp_path / "killed")]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert len(_losses(tmp_path / "killed" / "01-simcse")) == steps
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    for name, value in straight.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
