@@ -60,3 +60,15 @@ def test_models_lists_named_defaults():
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     assert "smollm2-135m" in result.output and "gemma3-270m" in result.output
+
+
+def test_demo_trains_the_quick_recipe_and_compares(make_tiny_checkpoint, tmp_path):
+    """The main job, end to end on a tiny model: quick recipe on the bundled data, then raw vs converted."""
+    out = tmp_path / "quick"
+    result = runner.invoke(app, ["demo", "-m", str(make_tiny_checkpoint("llama")), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "raw backbone vs dec2vec-converted encoder" in result.stdout
+    assert str(out) in result.stdout and "Same weights, causal generation" in result.stdout
+    assert len((out / "01-supervised" / "log.jsonl").read_text().splitlines()) == 120
+    again = runner.invoke(app, ["demo", "-m", str(make_tiny_checkpoint("llama")), "--out", str(out)])
+    assert again.exit_code == 0 and "already holds a trained encoder" in again.stdout
