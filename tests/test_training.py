@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from dec2vec import Encoder
 from dec2vec.cli import app
-from dec2vec.errors import DataFormatError
+from dec2vec.files import DataFormatError
 from dec2vec.training.recipes import Recipe, load_recipe, train
 from dec2vec.training.trainer import StageConfig, StageTrainer
 
@@ -99,7 +99,7 @@ def test_malformed_data_fails_before_training_with_file_and_line(corpus, make_ti
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "q", "positive": "p"}\n{"query": "q"}\n')
     recipe = Recipe(name="t", stages=[_stage(corpus, "supervised"), _stage(corpus, "simcse")])
-    with pytest.raises(DataFormatError, match=r"bad.jsonl:2: expected a string 'positive' field"):
+    with pytest.raises(DataFormatError, match=r"bad.jsonl:2: expected a str field 'positive'"):
         train(recipe, str(make_tiny_checkpoint("llama")), tmp_path / "out", data=[str(bad)])
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     with pytest.raises(DataFormatError, match="needs pairs JSONL"):

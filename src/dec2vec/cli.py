@@ -14,6 +14,7 @@ from rich.table import Table
 
 from dec2vec.backbone import DEFAULT_BACKBONE, NAMED_BACKBONES, BackboneNotFoundError
 from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder
+from dec2vec.files import read_jsonl
 from dec2vec.pooling import POOLING_METHODS
 
 app = typer.Typer(help="Turn any decoder-only LLM into a text encoder.", no_args_is_help=True)
@@ -45,19 +46,8 @@ def _load(model: str, attention: str | None, pooling: str | None, dtype: str) ->
 def read_texts(path: Path, field: str) -> tuple[list[str], list[object]]:
     """Texts and ids from a text file (one text per line) or JSONL (``{field: ..., "id": ...}`` per line)."""
     if path.suffix == ".jsonl":
-        texts, ids = [], []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict) or not isinstance(row.get(field), str):
-                raise ValueError(f"{path}:{number}: expected an object with a string {field!r} field")
-            texts.append(row[field])
-            ids.append(row.get("id", len(ids)))
-        return texts, ids
+        rows = read_jsonl(path, {field: str})
+        return [row[field] for row in rows], [row.get("id", i) for i, row in enumerate(rows)]
     texts = path.read_text(encoding="utf-8").splitlines()
     return texts, list(range(len(texts)))
 

@@ -6,12 +6,11 @@ Formats (as in the project's shared data): TSV with a header and no quoting, BEI
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dec2vec.errors import DataFormatError
+from dec2vec.files import DataFormatError, read_jsonl
 
 
 def read_tsv(path: Path, columns: list[str], types: dict[str, Callable] | None = None) -> list[dict]:
@@ -44,26 +43,6 @@ def read_tsv(path: Path, columns: list[str], types: dict[str, Callable] | None =
             rows.append(row)
     if not rows:
         raise DataFormatError(f"{path}: no rows after the header")
-    return rows
-
-
-def read_jsonl(path: Path, required: dict[str, type]) -> list[dict]:
-    """Objects of a JSONL file, each required to have ``required`` fields of the given types."""
-    rows = []
-    with _open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise DataFormatError(f"{path}:{number}: expected a JSON object")
-            for name, kind in required.items():
-                if not isinstance(row.get(name), kind):
-                    raise DataFormatError(f"{path}:{number}: expected a {kind.__name__} field {name!r}")
-            rows.append(row)
     return rows
 
 

@@ -7,14 +7,13 @@ names a file shipped in the package (``dec2vec/data``), so the demo trains witho
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
-from dec2vec.errors import DataFormatError
+from dec2vec.files import DataFormatError, parse_json_object, read_jsonl, read_lines
 
 
 @dataclass
@@ -35,68 +34,41 @@ def resolve(path: str | Path) -> Path:
     return Path(path)
 
 
-def _lines(path: Path):
-    if not path.is_file():
-        raise DataFormatError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                yield number, line.rstrip("\n")
-
-
-def _json_object(path: Path, number: int, line: str) -> dict:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-    if not isinstance(row, dict):
-        raise DataFormatError(f"{path}:{number}: expected a JSON object")
-    return row
-
-
 def is_pair_file(path: str | Path) -> bool:
     """True when the first record of a .jsonl file has ``query`` and ``positive`` fields."""
     path = resolve(path)
     if path.suffix != ".jsonl":
         return False
-    for number, line in _lines(path):
-        row = _json_object(path, number, line)
+    for number, line in read_lines(path):
+        row = parse_json_object(path, number, line)
         return "query" in row and "positive" in row
     return False
 
 
 def read_texts(path: str | Path) -> list[str]:
     path = resolve(path)
-    if path.suffix != ".jsonl":
-        return [line for _, line in _lines(path)]
-    texts = []
-    for number, line in _lines(path):
-        row = _json_object(path, number, line)
-        if not isinstance(row.get("text"), str):
-            raise DataFormatError(f"{path}:{number}: expected a string 'text' field")
-        texts.append(row["text"])
+    if path.suffix == ".jsonl":
+        return [row["text"] for row in read_jsonl(path, {"text": str})]
+    texts = [line for _, line in read_lines(path)]
     if not texts:
         raise DataFormatError(f"{path}: no examples")
     return texts
 
 
+def _negatives(row: dict) -> list[str]:
+    return row.get("negatives", [row["negative"]] if "negative" in row else [])
+
+
+def _check_negatives(row: dict) -> str | None:
+    negatives = _negatives(row)
+    if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+        return "'negative' must be a string and 'negatives' a list of strings"
+    return None
+
+
 def read_pairs(path: str | Path) -> list[Pair]:
-    path = resolve(path)
-    pairs = []
-    for number, line in _lines(path):
-        row = _json_object(path, number, line)
-        for key in ("query", "positive"):
-            if not isinstance(row.get(key), str):
-                raise DataFormatError(f"{path}:{number}: expected a string {key!r} field")
-        negatives = row.get("negatives", [row["negative"]] if "negative" in row else [])
-        if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
-            raise DataFormatError(
-                f"{path}:{number}: 'negative' must be a string, 'negatives' a list of strings"
-            )
-        pairs.append(Pair(row["query"], row["positive"], negatives))
-    if not pairs:
-        raise DataFormatError(f"{path}: no examples")
-    return pairs
+    rows = read_jsonl(resolve(path), {"query": str, "positive": str}, _check_negatives)
+    return [Pair(row["query"], row["positive"], _negatives(row)) for row in rows]
 
 
 def batch_plan(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dec2vec.backbone import prune_layers
 from dec2vec.encoder import CONFIG_NAME, Encoder
-from dec2vec.errors import DataFormatError
+from dec2vec.files import DataFormatError
 from dec2vec.training import data as data_io
 from dec2vec.training.trainer import StageConfig, StageTrainer, load_stage_data
 

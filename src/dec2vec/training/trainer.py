@@ -26,7 +26,7 @@ from transformers import get_scheduler
 
 from dec2vec.attention import lm_logits
 from dec2vec.encoder import Encoder
-from dec2vec.errors import DataFormatError
+from dec2vec.files import DataFormatError
 from dec2vec.training import data as data_io
 from dec2vec.training.objectives import info_nce, mask_tokens, mntp_loss, next_token_loss
 

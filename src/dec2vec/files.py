@@ -1,0 +1,49 @@
+"""Reading data files with errors that name the file, the line and what was expected."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+class DataFormatError(ValueError):
+    """A data file does not have the expected format; the message names the file and line."""
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) for every non-blank line."""
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if line.strip():
+                yield number, line.rstrip("\n")
+
+
+def parse_json_object(path: Path, number: int, line: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+    if not isinstance(row, dict):
+        raise DataFormatError(f"{path}:{number}: expected a JSON object")
+    return row
+
+
+def read_jsonl(
+    path: Path, required: dict[str, type], check: Callable[[dict], str | None] | None = None
+) -> list[dict]:
+    """JSONL objects with ``required`` fields of the given types; ``check`` may return a complaint."""
+    rows = []
+    for number, line in read_lines(path):
+        row = parse_json_object(path, number, line)
+        for name, kind in required.items():
+            if not isinstance(row.get(name), kind):
+                raise DataFormatError(f"{path}:{number}: expected a {kind.__name__} field {name!r}")
+        if check is not None and (problem := check(row)):
+            raise DataFormatError(f"{path}:{number}: {problem}")
+        rows.append(row)
+    if not rows:
+        raise DataFormatError(f"{path}: no records")
+    return rows
