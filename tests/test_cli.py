@@ -69,6 +69,6 @@ def test_demo_trains_the_quick_recipe_and_compares(make_tiny_checkpoint, tmp_pat
     assert result.exit_code == 0, result.output
     assert "raw backbone vs dec2vec-converted encoder" in result.stdout
     assert str(out) in result.stdout and "Same weights, causal generation" in result.stdout
-    assert len((out / "01-supervised" / "log.jsonl").read_text().splitlines()) == 120
+    assert len((out / "01-supervised" / "log.jsonl").read_text().splitlines()) == 200
     again = runner.invoke(app, ["demo", "-m", str(make_tiny_checkpoint("llama")), "--out", str(out)])
     assert again.exit_code == 0 and "already holds a trained encoder" in again.stdout

@@ -76,6 +76,21 @@ def test_each_objective_trains_and_lowers_its_loss(objective, corpus, make_tiny_
         assert isinstance(encoder.generate("the cat", max_new_tokens=4), str)
 
 
+def test_full_fine_tuning_with_gradient_checkpointing_and_accumulation(
+    corpus, make_tiny_checkpoint, tmp_path
+):
+    encoder = Encoder.load(make_tiny_checkpoint("gemma3_text"), attention="bidirectional")
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    stage = _stage(
+        corpus, "supervised", lora=False, gradient_checkpointing=True, grad_accum=2, learning_rate=1e-3
+    )
+    StageTrainer(encoder, stage, tmp_path / "stage").run()
+    losses = _losses(tmp_path / "stage")
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    changed = [k for k, v in encoder.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("layers.0.self_attn" in k for k in changed) and not encoder.model.is_activation_checkpointing
+
+
 def test_lora_merged_model_embeds_like_the_unmerged_one(corpus, make_tiny_checkpoint, tmp_path):
     encoder = Encoder.load(make_tiny_checkpoint("qwen2"), attention="bidirectional")
     stage = _stage(corpus, "supervised", steps=10, warmup_ratio=0.0, schedule="constant_with_warmup")

@@ -171,7 +171,11 @@ class StageTrainer:
             self.peft = None
             model.requires_grad_(True)  # a previous LoRA stage leaves the base weights frozen
         if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            no_reentrant = {"use_reentrant": False}
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.23 renamed it
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=no_reentrant)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=no_reentrant)
             model.enable_input_require_grads()
         trainable = [p for p in self._trainable_modules().parameters() if p.requires_grad]
         if encoder.latent is not None:
@@ -352,7 +356,8 @@ class StageTrainer:
 
     def _finish(self) -> None:
         if self.config.gradient_checkpointing:
-            self.encoder.model.gradient_checkpointing_disable()
+            model = self.encoder.model
+            getattr(model, "activation_checkpointing_disable", model.gradient_checkpointing_disable)()
         if self.peft is not None:
             self.encoder.model = self.peft.merge_and_unload()
         self._plot_loss()
