@@ -91,6 +91,21 @@ def test_full_fine_tuning_with_gradient_checkpointing_and_accumulation(
     assert any("layers.0.self_attn" in k for k in changed) and not encoder.model.is_activation_checkpointing
 
 
+def test_per_dataset_instructions_reach_the_queries(corpus, make_tiny_checkpoint, tmp_path):
+    encoder = Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional")
+    pairs = str(corpus / "pairs.jsonl")
+    data = [{"path": pairs, "instruction": "Find the place:\n"}, pairs]
+    trainer = StageTrainer(
+        encoder, _stage(corpus, "supervised", data=data, instruction="Default:\n"), tmp_path / "s"
+    )
+    assert trainer.data.instructions == ["Find the place:\n", "Default:\n"]
+    examples = trainer.data.datasets[0][:8]
+    with torch.no_grad():
+        assert trainer._contrastive(examples, "Find the place:\n") != trainer._contrastive(examples, "")
+    with pytest.raises(DataFormatError, match="data entries are paths or"):
+        StageTrainer(encoder, _stage(corpus, "supervised", data=[{"file": pairs}]), tmp_path / "t")
+
+
 def test_lora_merged_model_embeds_like_the_unmerged_one(corpus, make_tiny_checkpoint, tmp_path):
     encoder = Encoder.load(make_tiny_checkpoint("qwen2"), attention="bidirectional")
     stage = _stage(corpus, "supervised", steps=10, warmup_ratio=0.0, schedule="constant_with_warmup")

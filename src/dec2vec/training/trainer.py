@@ -46,9 +46,11 @@ class StageConfig:
 
     name: str
     objective: Objective
-    data: list[str] = field(default_factory=list)  # paths or builtin:NAME; pairs for supervised/grit
+    # paths or builtin:NAME (pairs for supervised/grit), or {path = ..., instruction = ...} tables giving a
+    # dataset its own query instruction
+    data: list[str | dict[str, str]] = field(default_factory=list)
     generation_data: list[str] = field(default_factory=list)  # grit: text for the next-token loss
-    instruction: str = ""  # query-side instruction (supervised, grit): attended to, never pooled
+    instruction: str = ""  # default query-side instruction (supervised, grit): attended to, never pooled
     steps: int = 100
     batch_size: int = 16
     grad_accum: int = 1
@@ -122,6 +124,7 @@ class StageData:
     """A stage's examples (one list per file) and its fixed batch plan(s)."""
 
     datasets: list[list]
+    instructions: list[str]  # per dataset
     plan: list[tuple[int, list[int]]]
     generation_texts: list[str] = field(default_factory=list)
     generation_plan: list[tuple[int, list[int]]] = field(default_factory=list)
@@ -133,14 +136,20 @@ def load_stage_data(c: StageConfig) -> StageData:
         raise DataFormatError(f"stage {c.name!r}: no data")
     pairs_needed = c.objective in ("supervised", "grit")
     datasets: list[list] = []
-    for path in c.data:
+    instructions: list[str] = []
+    for entry in c.data:
+        entry = {"path": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry.get("path"), str) or set(entry) - {"path", "instruction"}:
+            raise DataFormatError(f"stage {c.name!r}: data entries are paths or {{path, instruction}} tables")
+        path = entry["path"]
         if pairs_needed != data_io.is_pair_file(path):
             want = "pairs JSONL (query, positive)" if pairs_needed else "text (.txt, or JSONL with 'text')"
             raise DataFormatError(f"{path}: stage {c.name!r} ({c.objective}) needs {want}")
         datasets.append(data_io.read_pairs(path) if pairs_needed else data_io.read_texts(path))
+        instructions.append(entry.get("instruction", c.instruction))
     lengths = [[len(x.query if pairs_needed else x) for x in d] for d in datasets]
     total = c.steps * c.grad_accum
-    data = StageData(datasets, data_io.batch_plan(lengths, c.batch_size, total, c.seed))
+    data = StageData(datasets, instructions, data_io.batch_plan(lengths, c.batch_size, total, c.seed))
     if c.generation_data:
         data.generation_texts = [t for p in c.generation_data for t in data_io.read_texts(p)]
         data.generation_plan = data_io.batch_plan(
@@ -221,7 +230,7 @@ class StageTrainer:
         if c.objective == "simcse":
             batch = self._collate(examples)
             return info_nce(enc.embed_batch(batch), enc.embed_batch(batch), c.temperature)
-        rep = self._contrastive(examples)
+        rep = self._contrastive(examples, self.data.instructions[dataset])
         if c.objective == "supervised":
             return rep
         _, gen_indices = self.data.generation_plan[micro]
@@ -231,9 +240,9 @@ class StageTrainer:
             logits, gen["input_ids"], gen["attention_mask"]
         )
 
-    def _contrastive(self, pairs: list[data_io.Pair]) -> torch.Tensor:
+    def _contrastive(self, pairs: list[data_io.Pair], instruction: str) -> torch.Tensor:
         enc = self.encoder
-        queries = enc.embed_batch(self._collate([p.query for p in pairs], self.config.instruction))
+        queries = enc.embed_batch(self._collate([p.query for p in pairs], instruction))
         keys = [p.positive for p in pairs] + [n for p in pairs for n in p.negatives]
         return info_nce(queries, enc.embed_batch(self._collate(keys)), self.config.temperature)
 
