@@ -9,6 +9,8 @@ the final encoder is saved at the output directory itself.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tomllib
 from dataclasses import dataclass, field, fields
 from importlib.resources import files
@@ -105,6 +107,9 @@ def train(
             encoder = Encoder.load(directory / "model", dtype=dtype)
             continue
         StageTrainer(encoder, stage, directory).run(resume=resume)
-        encoder.save(directory / "model")
+        # Saved beside, then renamed: a crash mid-save never leaves a "done" stage with half a model.
+        shutil.rmtree(directory / "model.partial", ignore_errors=True)
+        encoder.save(directory / "model.partial")
+        os.replace(directory / "model.partial", directory / "model")
     encoder.save(out)
     return encoder
