@@ -197,7 +197,9 @@ class Encoder:
         head, middle, _ = self.config.echo_template.split("{text}")
         return [f"{prompt}{head}{text}{middle}" for text in texts]
 
-    def tokenize(self, texts: list[str], prefixes: list[str], max_length: int | None = None) -> Tokenized:
+    def tokenize(
+        self, texts: list[str], prefixes: list[str], max_length: int | None = None, *, warn: bool = True
+    ) -> Tokenized:
         """Token ids of ``prefix + text`` (truncated to max_length) and how many leading tokens are prefix.
 
         The prefix length comes from character offsets of the joint tokenization, so it is exact per example
@@ -207,7 +209,7 @@ class Encoder:
         max_length = max_length or self.config.max_length
         enc = self.tokenizer(full, truncation=True, max_length=max_length, return_offsets_mapping=True)
         truncated = sum(bool(e.overflowing) for e in enc.encodings)
-        if truncated:
+        if truncated and warn:
             log.warning(
                 "%d of %d inputs were longer than max_length=%d tokens and were truncated",
                 truncated,
@@ -252,8 +254,11 @@ class Encoder:
     def collate(
         self, texts: list[str], *, prefix: str = "", max_length: int | None = None
     ) -> dict[str, torch.Tensor]:
-        """A padded batch of ``prefix + text`` (the prefix attended to, not pooled), for training loops."""
-        tokenized = self.tokenize(_check_texts(texts), [prefix] * len(texts), max_length)
+        """A padded batch of ``prefix + text`` (the prefix attended to, not pooled), for training loops.
+
+        Texts beyond ``max_length`` tokens are cut silently: a training stage sets its length on purpose.
+        """
+        tokenized = self.tokenize(_check_texts(texts), [prefix] * len(texts), max_length, warn=False)
         return self._collate(tokenized.ids, tokenized.n_prefix)
 
     def _collate(self, ids: list[list[int]], n_prefix: list[int]) -> dict[str, torch.Tensor]:
