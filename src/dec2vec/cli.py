@@ -217,8 +217,15 @@ def demo(
         )
         run_recipe(load_recipe("quick"), model, out, resume=True)
     task = build_task("sts", resolve("builtin:demo_sts.tsv"), name="SICK-R trial (bundled)")
-    raw = [f"{model}:causal:mean", f"{model}:causal:last", f"{model}:bidirectional:mean"]
-    evaluation = evaluate([*raw, str(out)], [task])
+    labels = {
+        f"{model}:causal:mean": "raw: causal mean",
+        f"{model}:causal:last": "raw: causal last",
+        f"{model}:bidirectional:mean": "raw: bidirectional mean",
+        str(out): f"converted: {out.name}",
+    }
+    evaluation = evaluate(list(labels), [task])
+    for row in evaluation.rows:
+        row["model"] = labels[row["model"]]
     console.print(report.table(evaluation, title="raw backbone vs dec2vec-converted encoder"))
     encoder = Encoder.load(out)
     sims = encoder.encode(DEMO_SENTENCES) @ encoder.encode(DEMO_SENTENCES).T
