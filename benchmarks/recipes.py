@@ -46,6 +46,13 @@ def timed_train(recipe: str, model: str, out: Path, data: list[str] | None = Non
     return seconds
 
 
+def stage_seconds(stage_dir: Path) -> float:
+    """Training time of one stage from its log: the sum of its step times (batch / examples per second)."""
+    rows = [json.loads(line) for line in (stage_dir / "log.jsonl").read_text().splitlines()]
+    batch = load_recipe("llm2vec").stages[0].batch_size
+    return sum(r.get("seconds", batch / r["examples_per_s"]) for r in rows)
+
+
 def perplexity(encoder: Encoder, texts: list[str]) -> float:
     """Causal perplexity of the LM head over held-out paragraphs (generation quality on the same weights)."""
     total, count = 0.0, 0
@@ -80,9 +87,10 @@ def main() -> None:
         models["quick recipe"] = (str(args.out / "quick"), timed_train("quick", MODEL, args.out / "quick"))
     if "llm2vec" in wanted or "supervised" in wanted:
         seconds = timed_train("llm2vec", MODEL, args.out / "llm2vec")
-        log = json.loads((args.out / "llm2vec" / "01-mntp" / "log.jsonl").read_text().splitlines()[-1])
-        mntp_share = log["step"] / sum(s.steps for s in load_recipe("llm2vec").stages)
-        models["after MNTP"] = (str(args.out / "llm2vec" / "01-mntp" / "model"), seconds * mntp_share)
+        models["after MNTP"] = (
+            str(args.out / "llm2vec" / "01-mntp" / "model"),
+            stage_seconds(args.out / "llm2vec" / "01-mntp"),
+        )
         models["after MNTP + SimCSE (llm2vec)"] = (str(args.out / "llm2vec"), seconds)
     if "supervised" in wanted:
         triplets = [

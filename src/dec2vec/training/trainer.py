@@ -284,13 +284,22 @@ class StageTrainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
-                rate = c.batch_size * c.grad_accum / (time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                rate = c.batch_size * c.grad_accum / seconds
                 lr = self.scheduler.get_last_lr()[0]
                 bar.update()
                 bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.1f}")
                 if self.step % c.log_every == 0 or self.step == c.steps:
                     log_file.write(
-                        json.dumps({"step": self.step, "loss": total, "lr": lr, "examples_per_s": rate})
+                        json.dumps(
+                            {
+                                "step": self.step,
+                                "loss": total,
+                                "lr": lr,
+                                "examples_per_s": rate,
+                                "seconds": seconds,
+                            }
+                        )
                         + "\n"
                     )
                     log_file.flush()
