@@ -231,10 +231,9 @@ class Encoder:
         return out
 
     def _sorted_batches(
-        self, texts: Sequence[str], prompt: str, batch_size: int, show_progress: bool | None
+        self, texts: list[str], prompt: str, batch_size: int, show_progress: bool | None
     ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Tokenized]]:
         """Length-sorted, dynamically padded batches: (indices into texts, collated batch, tokenization)."""
-        texts = _check_texts(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not texts:
@@ -283,15 +282,16 @@ class Encoder:
             "pool_mask": pooled.to(device),
         }
 
+    def _hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # echo runs causally too: only "bidirectional" switches the mask off
+        causal = self.config.attention != "bidirectional"
+        return hidden_states(self.model, batch["input_ids"], batch["attention_mask"], causal=causal)
+
     def embed_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled float32 embeddings of one collated batch (differentiable: used by training too)."""
-        hidden = hidden_states(
-            self.model,
-            batch["input_ids"],
-            batch["attention_mask"],
-            causal=self.config.attention != "bidirectional",
+        return pool(
+            self._hidden(batch), batch["attention_mask"], batch["pool_mask"], self.config.pooling, self.latent
         )
-        return pool(hidden, batch["attention_mask"], batch["pool_mask"], self.config.pooling, self.latent)
 
     def encode(
         self,
@@ -332,17 +332,13 @@ class Encoder:
 
         Spans index into the text itself, so callers can align tokens with words (probes, late interaction).
         """
+        texts = _check_texts(texts)
         out: list = [None] * len(texts)
         with torch.inference_mode():
             for chunk, batch, tokenized in self._sorted_batches(
                 texts, self._prompt(prompt, prompt_name), batch_size, show_progress
             ):
-                hidden = hidden_states(
-                    self.model,
-                    batch["input_ids"],
-                    batch["attention_mask"],
-                    causal=self.config.attention != "bidirectional",
-                ).float()
+                hidden = self._hidden(batch).float()
                 for row, index in enumerate(chunk):
                     states = hidden[row, batch["pool_mask"][row].bool()].cpu().numpy()
                     out[index] = (states, tokenized.text_offsets[index])

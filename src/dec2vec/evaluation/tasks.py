@@ -41,6 +41,12 @@ def _dense(model: TextEncoder | LexicalRetriever) -> TextEncoder:
     return model  # type: ignore[return-value]
 
 
+def _pair_cosines(model: TextEncoder | LexicalRetriever, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """Cosine similarity of each (first, second) pair (the encoders return normalized vectors)."""
+    model = _dense(model)
+    return (model.encode([p[0] for p in pairs]) * model.encode([p[1] for p in pairs])).sum(1)
+
+
 @dataclass
 class STSTask:
     """Spearman and Pearson correlation of cosine similarity with gold; TSV sentence1/sentence2/score."""
@@ -56,10 +62,7 @@ class STSTask:
         self.gold = np.array([r["score"] for r in rows])
 
     def run(self, model: TextEncoder | LexicalRetriever) -> TaskResult:
-        model = _dense(model)
-        a = model.encode([p[0] for p in self.pairs])
-        b = model.encode([p[1] for p in self.pairs])
-        predicted = (a * b).sum(1)
+        predicted = _pair_cosines(model, self.pairs)
         metrics = {
             "spearman": float(spearmanr(predicted, self.gold).statistic),
             "pearson": float(pearsonr(predicted, self.gold).statistic),
@@ -228,8 +231,7 @@ class PairClassificationTask:
             raise DataFormatError(f"{self.path}: labels must be 0 or 1, got {sorted(set(self.labels))}")
 
     def run(self, model: TextEncoder | LexicalRetriever) -> TaskResult:
-        model = _dense(model)
-        cosine = (model.encode([p[0] for p in self.pairs]) * model.encode([p[1] for p in self.pairs])).sum(1)
+        cosine = _pair_cosines(model, self.pairs)
         return TaskResult({"cosine_ap": float(average_precision_score(self.labels, cosine))})
 
 
