@@ -17,7 +17,7 @@ from dec2vec import Encoder
 from dec2vec.cli import app
 from dec2vec.files import DataFormatError
 from dec2vec.training.recipes import Recipe, load_recipe, train
-from dec2vec.training.trainer import StageConfig, StageTrainer
+from dec2vec.training.trainer import StageConfig, StageTrainer, add_residual_dropout
 
 ANIMALS = ["cat", "dog", "bird", "fish", "horse", "mouse", "sheep", "goat"]
 PLACES = ["park", "house", "street", "garden", "river", "forest", "beach", "field"]
@@ -74,6 +74,29 @@ def test_each_objective_trains_and_lowers_its_loss(objective, corpus, make_tiny_
     if objective == "grit":  # one set of weights: embeds bidirectionally, generates causally
         assert encoder.encode(["a cat in the park"]).shape == (1, 32)
         assert isinstance(encoder.generate("the cat", max_new_tokens=4), str)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_residual_dropout_makes_twins_differ_only_while_training(arch, make_tiny_checkpoint):
+    encoder = Encoder.load(make_tiny_checkpoint(arch), attention="bidirectional")
+    texts = ["a cat in the park", "the dog is at the house"]
+    baseline = encoder.encode(texts)
+    encoder.model.train()  # llama has no dropout modules: without hooks, train-mode twins are equal
+    batch = encoder.collate(texts)
+    twins = lambda: [encoder.embed_batch(batch) for _ in range(2)]  # noqa: E731
+    if arch == "llama":
+        assert torch.equal(*twins())
+    hooks = add_residual_dropout(encoder.model, 0.3)
+    first, second = twins()
+    assert not torch.allclose(first, second)
+    encoder.model.eval()
+    assert np.allclose(encoder.encode(texts), baseline, atol=1e-6)  # inactive in eval mode
+    encoder.model.train()
+    for hook in hooks:
+        hook.remove()
+    if arch == "llama":
+        assert torch.equal(*twins())
+    encoder.model.eval()
 
 
 def test_full_fine_tuning_with_gradient_checkpointing_and_accumulation(

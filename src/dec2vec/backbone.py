@@ -191,19 +191,25 @@ def load_backbone(
 def prune_layers(model: PreTrainedModel, keep: int | float) -> int:
     """Keep only the first ``keep`` decoder layers (an int, or a fraction of them); returns how many remain.
 
-    Found generically as the ModuleList whose length is ``num_hidden_layers``; per-layer config lists
-    (``layer_types``) are cut to match. The result is smaller and faster to train and serve.
+    Per-layer config lists (``layer_types``) are cut to match. The result is smaller and faster to train
+    and serve.
     """
     config = model.config.get_text_config()
     total = config.num_hidden_layers
     count = round(total * keep) if isinstance(keep, float) else keep
     if not 1 <= count <= total:
         raise ValueError(f"keep_layers={keep} must leave between 1 and {total} layers")
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == total]
-    if len(layers) != 1:
-        raise ValueError(f"{type(model).__name__}: cannot find its decoder layer list to prune")
-    del layers[0][count:]
+    del decoder_layers(model)[count:]
     config.num_hidden_layers = count
     if isinstance(getattr(config, "layer_types", None), list):
         config.layer_types = config.layer_types[:count]
     return count
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The model's list of decoder layers, found generically as the ModuleList of ``num_hidden_layers``."""
+    total = model.config.get_text_config().num_hidden_layers
+    found = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == total]
+    if len(found) != 1:
+        raise ValueError(f"{type(model).__name__}: cannot find its list of {total} decoder layers")
+    return found[0]

@@ -21,10 +21,12 @@ from typing import Any, Literal
 
 import torch
 from peft import LoraConfig, get_peft_model
+from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from dec2vec.attention import lm_logits
+from dec2vec.backbone import decoder_layers
 from dec2vec.encoder import Encoder
 from dec2vec.files import DataFormatError
 from dec2vec.training import data as data_io
@@ -68,7 +70,8 @@ class StageConfig:
     mask_probability: float = 0.2
     mask_strategy: Literal["80/10/10", "all-mask"] = "80/10/10"
     mask_token: str | None = None  # default: the tokenizer's mask token, else "_", else unk/eos
-    dropout: float = 0.0  # attention/hidden dropout while training (SimCSE needs it, e.g. 0.1-0.3)
+    dropout: float = 0.0  # the model's own dropout (attention, hidden) while training, e.g. 0.1-0.3
+    residual_dropout: float = 0.0  # dropout on each layer's residual update (see add_residual_dropout)
     lambda_rep: float = 1.0
     lambda_gen: float = 1.0
     bf16: bool = True  # bfloat16 autocast (CPU and CUDA)
@@ -102,6 +105,25 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
             module.p = p
         if isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = p
+
+
+def add_residual_dropout(model: torch.nn.Module, p: float) -> list[RemovableHandle]:
+    """Drop out each decoder layer's update to the residual stream while training; returns the hooks.
+
+    Llama-family models have no hidden dropout, so SimCSE twins would differ by attention dropout alone,
+    too weak an augmentation to learn from. A hook on every layer gives BERT-style hidden dropout to any
+    architecture: ``output = input + dropout(output - input)``.
+    """
+
+    def hook(layer: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        if not layer.training:
+            return output
+        before = args[0] if args else kwargs["hidden_states"]
+        after = output[0] if isinstance(output, tuple) else output
+        dropped = before + torch.nn.functional.dropout(after - before, p, training=True)
+        return (dropped, *output[1:]) if isinstance(output, tuple) else dropped
+
+    return [layer.register_forward_hook(hook, with_kwargs=True) for layer in decoder_layers(model)]
 
 
 def _mask_token_id(encoder: Encoder, configured: str | None) -> int:
@@ -267,6 +289,7 @@ class StageTrainer:
         model = self.encoder.model
         model.train()
         set_dropout(model, c.dropout)
+        hooks = add_residual_dropout(model, c.residual_dropout) if c.residual_dropout else []
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         log_file = (self.dir / "log.jsonl").open("a" if self.step else "w")
         bar = tqdm(total=c.steps, initial=self.step, desc=f"{c.name} ({c.objective})", dynamic_ncols=True)
@@ -317,6 +340,8 @@ class StageTrainer:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             set_dropout(model, 0.0)
+            for hook in hooks:
+                hook.remove()
             model.eval()
         self._finish()
 
