@@ -137,3 +137,17 @@ def test_fingerprint_tracks_config_and_weights(make_tiny_checkpoint):
     with torch.no_grad():
         next(b.model.parameters())[0, 0] += 1e-3
     assert b.fingerprint() != a.fingerprint()
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_next_token_probabilities_agree_with_greedy_generation(padding_side, make_tiny_checkpoint):
+    encoder = Encoder.load(make_tiny_checkpoint("qwen2", padding_side), attention="bidirectional")
+    prompts = ["the cat", "a much longer prompt about the river and the town", "x"]
+    probabilities = encoder.next_token_probabilities(prompts, batch_size=3)
+    assert probabilities.shape == (3, encoder.model.config.vocab_size)
+    assert np.allclose(probabilities.sum(dim=1).numpy(), 1.0, atol=1e-4)
+    for prompt, row in zip(prompts, probabilities, strict=True):
+        alone = encoder.next_token_probabilities([prompt])[0]
+        assert np.allclose(row.numpy(), alone.numpy(), atol=1e-5)  # padding changes nothing
+        greedy = encoder.generate(prompt, max_new_tokens=1)
+        assert encoder.tokenizer.decode([int(row.argmax())], skip_special_tokens=True) == greedy

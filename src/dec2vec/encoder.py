@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from dec2vec import sentence_transformers_format
-from dec2vec.attention import check_switch, hidden_states
+from dec2vec.attention import check_switch, hidden_states, lm_logits
 from dec2vec.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
 from dec2vec.pooling import POOLING_METHODS, LatentAttention, PoolingMethod, pool
 
@@ -116,6 +116,7 @@ class Encoder:
         if hasattr(self.model.config, "is_causal"):
             del self.model.config.is_causal
         self.config = config
+        self.source = config.backbone  # what load() was given; an index records it to reopen this encoder
         if config.pooling == "latent_attention" and latent is None:
             latent = LatentAttention(self.dim, **(config.latent_attention or {}))
         self.latent = latent.to(self.model.device) if latent is not None else None
@@ -165,7 +166,9 @@ class Encoder:
                 backbone.model.config.get_text_config().hidden_size, **config.latent_attention
             )
             latent.load_state_dict(load_file(path / LATENT_WEIGHTS))
-        return cls(backbone, config, latent)
+        encoder = cls(backbone, config, latent)
+        encoder.source = str(path.resolve()) if path.exists() else str(name_or_path)
+        return encoder
 
     @property
     def dim(self) -> int:
@@ -371,19 +374,44 @@ class Encoder:
 
     def generate(self, prompt: str, *, max_new_tokens: int = 64, chat: bool = False) -> str:
         """Greedy causal generation from the same weights (for instruct and GRIT-trained backbones)."""
-        if chat and self.tokenizer.chat_template:
-            prompt = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-        enc = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+        ids = torch.tensor([self._prompt_ids(prompt, chat)], device=self.device)
         with torch.inference_mode():
             out = self.model.generate(
-                **enc,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+    def _prompt_ids(self, prompt: str, chat: bool) -> list[int]:
+        """Token ids of a generation prompt, as a user turn of the chat template if asked and present."""
+        if chat and self.tokenizer.chat_template:  # the template writes the special tokens itself
+            prompt = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(prompt)["input_ids"]
+
+    def next_token_probabilities(
+        self, prompts: Sequence[str], *, chat: bool = False, batch_size: int = 8
+    ) -> torch.Tensor:
+        """The causal model's next-token distribution after each prompt, ``(len(prompts), vocab)`` float32.
+
+        The scoring side of generation (a generative reranker reads P("yes") from it).
+        """
+        ids = [self._prompt_ids(p, chat) for p in _check_texts(prompts)]
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(ids), batch_size):
+                chunk = ids[start : start + batch_size]
+                batch = self._collate(chunk, [0] * len(chunk))
+                logits = lm_logits(self.model, batch["input_ids"], batch["attention_mask"], causal=True)
+                last = batch["attention_mask"].cumsum(1).argmax(1)  # each row's last real token
+                rows = logits[torch.arange(len(chunk)), last].float()
+                out.append(torch.softmax(rows, dim=-1).cpu())
+        return torch.cat(out)
 
     # ---- saving -------------------------------------------------------------------------------------
 
