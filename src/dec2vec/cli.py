@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from tqdm.auto import tqdm
 
 from dec2vec.backbone import DEFAULT_BACKBONE, NAMED_BACKBONES, BackboneNotFoundError
 from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder
@@ -193,6 +195,167 @@ def train(
     console.print(
         f"saved encoder to {out} ({cfg.attention} attention, {cfg.pooling} pooling, {encoder.dim} dims)"
     )
+
+
+index_app = typer.Typer(help="Build and manage a search index (SQLite file or postgresql:// URL).")
+app.add_typer(index_app, name="index")
+DbArg = Annotated[str, typer.Argument(help="SQLite file path or postgresql://… URL.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print ``error: message`` (unwrapped, to stderr) and return the exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _open_index(db: str, model: str | None, attention: str | None, pooling: str | None, dtype: str, **kw):
+    """The index at ``db``, searched/filled with ``--model`` or, when none is given, its recorded encoder."""
+    from dec2vec.search import EncoderMismatchError, Index
+
+    try:
+        encoder = _load(model, attention, pooling, dtype) if model else None
+        return Index(db, encoder, **kw)
+    except (EncoderMismatchError, ValueError, OSError) as err:
+        raise _fail(str(err)) from err
+
+
+@index_app.command("add")
+def index_add(
+    db: DbArg,
+    paths: Annotated[list[Path], typer.Argument(help=".txt/.md files (one document each), JSONL, folders.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Encoder for a new index (default: smollm2-135m).")
+    ] = None,
+    attention: AttentionOpt = None,
+    pooling: PoolingOpt = None,
+    dtype: DtypeOpt = "float32",
+    quantization: Annotated[str, typer.Option(help="New SQLite index: float32, int8 or binary.")] = "float32",
+    chunk_tokens: Annotated[int, typer.Option(help="Longest chunk, in tokens.")] = 256,
+    chunk_overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive chunks.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Documents per transaction.")] = 256,
+) -> None:
+    """Add or update documents (by id; unchanged ones are skipped). JSONL: {id, text, title?, metadata?}."""
+    from dec2vec.search import read_documents
+    from dec2vec.search.store import QUANTIZATIONS
+
+    if quantization not in QUANTIZATIONS:
+        raise _fail(f"--quantization must be one of {', '.join(QUANTIZATIONS)}")
+    try:
+        documents = list(read_documents(paths))
+    except ValueError as err:
+        raise _fail(str(err)) from err
+    if model is None and not Path(db).exists() and "://" not in db:
+        model = DEFAULT_BACKBONE
+    index = _open_index(
+        db, model, attention, pooling, dtype,
+        quantization=quantization, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+    )  # fmt: skip
+    with index:
+        try:
+            report = index.add(documents, batch_size=batch_size)
+        except ValueError as err:
+            raise _fail(str(err)) from err
+        total = index.stats()
+    console.print(
+        f"{report.updated} updated, {report.added} added, {report.unchanged} unchanged ({report.chunks} "
+        f"chunks embedded); {db} now holds {total['documents']} documents in {total['chunks']} chunks"
+    )
+
+
+@index_app.command("stats")
+def index_stats(db: DbArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Documents, chunks, size, quantization and the encoder an index was built with."""
+    with _open_index(db, None, None, None, "float32") as index:
+        stats = index.stats()
+    if as_json:
+        typer.echo(json.dumps(stats, indent=2))
+        return
+    table = Table("", "", title=db, show_header=False)
+    for key, value in stats.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    console.print(table)
+
+
+@index_app.command("delete")
+def index_delete(db: DbArg, ids: Annotated[list[str], typer.Argument(help="Document ids.")]) -> None:
+    """Delete documents (and their chunks, full-text rows and vectors) by id, in one transaction."""
+    with _open_index(db, None, None, None, "float32") as index:
+        deleted = index.delete(ids)
+    console.print(f"deleted {deleted} of {len(ids)} documents")
+
+
+@app.command()
+def search(
+    db: DbArg,
+    query: Annotated[str | None, typer.Argument(help="The query (or use --queries).")] = None,
+    k: Annotated[int, typer.Option("-k", help="How many documents.")] = 10,
+    mode: Annotated[str, typer.Option(help="dense, lexical or hybrid (RRF).")] = "hybrid",
+    filter: Annotated[
+        list[str] | None, typer.Option("--filter", help="Repeatable: lang=en, tag=a,b (IN), year>=2000.")
+    ] = None,
+    rerank: Annotated[str | None, typer.Option(help="maxsim (late interaction) or yes (generative).")] = None,
+    rerank_candidates: Annotated[int, typer.Option(help="How many top documents to rerank.")] = 20,
+    rrf_k: Annotated[int, typer.Option(help="RRF constant k.")] = 60,
+    dense_weight: Annotated[float, typer.Option(help="RRF weight of the dense ranking.")] = 1.0,
+    lexical_weight: Annotated[float, typer.Option(help="RRF weight of the lexical ranking.")] = 1.0,
+    queries: Annotated[
+        Path | None, typer.Option(help='JSONL of {"_id", "text"}: run them all, write JSONL results.')
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="With --queries: where to write (default stdout).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print [{id, score, ranks, …}].")] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Default: the encoder the index was built with.")
+    ] = None,
+    attention: AttentionOpt = None,
+    pooling: PoolingOpt = None,
+    dtype: DtypeOpt = "float32",
+) -> None:
+    """Search an index: hybrid by default, with filters applied inside retrieval and optional reranking."""
+    if (query is None) == (queries is None):
+        raise _fail("give a QUERY or --queries FILE (not both)")
+    try:
+        pending = (
+            [
+                (row.get("_id", row.get("id", i)), row["text"])
+                for i, row in enumerate(read_jsonl(queries, {"text": str}))
+            ]
+            if queries
+            else [(None, query)]
+        )
+    except ValueError as err:
+        raise _fail(str(err)) from err
+    options = {
+        "k": k, "mode": mode, "filters": filter, "rerank": rerank, "rerank_candidates": rerank_candidates,
+        "rrf_k": rrf_k, "weights": {"dense": dense_weight, "lexical": lexical_weight},
+    }  # fmt: skip
+    with _open_index(db, model, attention, pooling, dtype) as index:
+        try:
+            if queries is None:
+                hits = index.search(query, **options)
+            else:
+                sink = output.open("w", encoding="utf-8") if output else None
+                with sink or nullcontext():
+                    for query_id, text in tqdm(pending, desc="queries", disable=len(pending) < 2):
+                        results = [h.to_json() for h in index.search(text, **options)]
+                        line = json.dumps({"query_id": query_id, "results": results}, ensure_ascii=False)
+                        if sink:
+                            sink.write(line + "\n")
+                        else:
+                            typer.echo(line)
+                return
+        except ValueError as err:
+            raise _fail(str(err)) from err
+    if as_json:
+        typer.echo(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))
+        return
+    table = Table("#", "id", "score", "ranks", "title / text", title=f"{mode} search: {query}")
+    for rank, hit in enumerate(hits, start=1):
+        snippet = (f"[bold]{hit.title}[/] " if hit.title else "") + hit.text[:160].replace("\n", " ")
+        ranks = " ".join(f"{name}={r}" for name, r in hit.ranks.items())
+        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", ranks, snippet)
+    console.print(table)
 
 
 @app.command()

@@ -1,0 +1,99 @@
+"""Metadata filters (equality, IN, numeric ranges), parsed from the CLI or given as a dict, compiled to SQL.
+
+Both backends splice only the clauses in use into their queries: optional-filter forms such as
+``(:x IS NULL OR col = :x)`` silently return nothing inside sqlite-vec's KNN.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+RANGE_OPS = (">=", "<=", ">", "<")
+FIELD = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+@dataclass(frozen=True)
+class Filter:
+    """``metadata[field] op value``; for ``in`` the value is a tuple of allowed values."""
+
+    field: str
+    op: Literal["=", "in", ">", ">=", "<", "<="]
+    value: Any
+
+    def __post_init__(self) -> None:
+        if not FIELD.match(self.field):
+            raise ValueError(f"filter field {self.field!r}: use letters, digits, '_', '-' and '.'")
+        numeric = isinstance(self.value, (int, float)) and not isinstance(self.value, bool)
+        if self.op in RANGE_OPS and not numeric:
+            raise ValueError(f"filter {self.field}{self.op}{self.value!r}: a range needs a number")
+
+
+def _scalar(text: str) -> Any:
+    """``2000`` → 2000, ``true`` → True, anything else stays a string."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return value if isinstance(value, (int, float, bool)) else text
+
+
+def parse_filter(text: str) -> Filter:
+    """``lang=en``, ``lang=en,fr`` (IN), ``year>=2000``, ``year<2010``."""
+    for op in (*RANGE_OPS, "="):
+        field, sep, value = text.partition(op)
+        if sep and field and value:
+            field = field.strip()
+            if op != "=":
+                return Filter(field, op, _scalar(value.strip()))  # type: ignore[arg-type]
+            values = [_scalar(v.strip()) for v in value.split(",")]
+            return Filter(field, "in", tuple(values)) if len(values) > 1 else Filter(field, "=", values[0])
+    raise ValueError(f"filter {text!r}: expected FIELD=VALUE, FIELD=V1,V2, or FIELD>=N (also >, <, <=)")
+
+
+def normalize(filters: Mapping[str, Any] | Sequence[Filter | str] | None) -> list[Filter]:
+    """Filters from a dict (``{"lang": "en", "tag": ["a", "b"], "year": {">=": 2000}}``) or a list."""
+    if not filters:
+        return []
+    if isinstance(filters, Mapping):
+        out = []
+        for field, value in filters.items():
+            if isinstance(value, Mapping):
+                out += [Filter(field, op, bound) for op, bound in value.items()]
+            elif isinstance(value, (list, tuple)):
+                out.append(Filter(field, "in", tuple(value)))
+            else:
+                out.append(Filter(field, "=", value))
+        return out
+    return [f if isinstance(f, Filter) else parse_filter(f) for f in filters]
+
+
+def to_sql(filters: list[Filter], dialect: Literal["sqlite", "postgres"]) -> tuple[str, list[Any]]:
+    """A ``WHERE``-ready conjunction over the ``metadata`` column and its parameters ("" when none)."""
+    clauses, params = [], []
+    for f in filters:
+        values = f.value if f.op == "in" else (f.value,)
+        if dialect == "sqlite":
+            path = f'$."{f.field}"'
+            if f.op in ("=", "in"):
+                clauses.append(f"json_extract(metadata, ?) IN ({', '.join('?' * len(values))})")
+                params += [path, *values]
+            else:  # only numbers compare: SQLite would rank any text above every number
+                clauses.append(
+                    f"(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) {f.op} ?)"
+                )
+                params += [path, path, f.value]
+        else:
+            if f.op in ("=", "in"):  # jsonb containment compares typed values and can use a GIN index
+                clauses.append("(" + " OR ".join(["metadata @> %s::jsonb"] * len(values)) + ")")
+                params += [json.dumps({f.field: v}) for v in values]
+            else:
+                clauses.append(
+                    f"(CASE WHEN jsonb_typeof(metadata -> %s) = 'number' "
+                    f"THEN (metadata ->> %s)::float8 END) {f.op} %s"
+                )
+                params += [f.field, f.field, f.value]
+    return " AND ".join(clauses), params

@@ -1,0 +1,253 @@
+"""The searchable index: one encoder + one store. Ingest with upserts, search dense/lexical/hybrid, rerank.
+
+Everything goes through ``Encoder`` (embedding, token states, next-token probabilities) and the ``Store``
+protocol, so the SQLite and PostgreSQL backends share this whole pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence, Sized
+from dataclasses import asdict, dataclass
+from itertools import islice
+from typing import Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dec2vec.encoder import Encoder
+from dec2vec.search.chunking import chunk_text
+from dec2vec.search.documents import Document
+from dec2vec.search.filters import Filter, normalize
+from dec2vec.search.fusion import reciprocal_rank_fusion
+from dec2vec.search.rerank import SCORERS, Reranker
+from dec2vec.search.store import EncoderMismatchError, Quantization, Store, StoredChunk, open_store
+
+Mode = Literal["dense", "lexical", "hybrid"]
+MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+
+
+def encoder_info(encoder: Encoder) -> dict[str, Any]:
+    """What an index records about its encoder: enough to reopen it and to refuse any other."""
+    return {
+        "source": encoder.source,
+        "dtype": str(encoder.model.dtype).removeprefix("torch."),
+        "attention": encoder.config.attention,
+        "pooling": encoder.config.pooling,
+        "prompts": encoder.config.prompts,
+        "dim": encoder.dim,
+        "fingerprint": encoder.fingerprint(),
+    }
+
+
+def passage(title: str, text: str) -> str:
+    """What the encoder sees of a chunk: its document's title on the first line, then the chunk."""
+    return f"{title}\n{text}" if title else text
+
+
+@dataclass
+class Hit:
+    """One document found: its best chunk, the final score, and its rank under each retriever/reranker."""
+
+    id: str
+    score: float
+    ranks: dict[str, int]
+    text: str
+    title: str
+    metadata: dict[str, Any]
+    chunk: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+
+
+class Index:
+    """A document index at ``location`` (a SQLite path or ``postgresql://`` URL) searched with ``encoder``.
+
+    ``encoder`` may be None to reopen the one the index recorded, or for stats and deletes.
+    """
+
+    def __init__(
+        self,
+        location: str,
+        encoder: Encoder | None = None,
+        *,
+        quantization: Quantization = "float32",
+        chunk_tokens: int = 256,
+        chunk_overlap: int = 32,
+    ) -> None:
+        self.location = location
+        self.store: Store = open_store(location)
+        self.quantization = quantization
+        self.chunk_tokens, self.chunk_overlap = chunk_tokens, chunk_overlap
+        self._encoder = encoder
+        recorded = self.store.info()
+        if recorded is not None and encoder is not None:
+            mine = encoder_info(encoder)
+            if mine["fingerprint"] != recorded["fingerprint"]:
+                describe = ("source", "dtype", "attention", "pooling", "dim")
+                raise EncoderMismatchError(
+                    f"{location} holds vectors from another encoder "
+                    f"({', '.join(f'{k}={recorded[k]}' for k in describe)}); this one is "
+                    f"({', '.join(f'{k}={mine[k]}' for k in describe)}). Search it with its own encoder "
+                    "(leave --model out) or index into a new location."
+                )
+
+    @property
+    def encoder(self) -> Encoder:
+        """The index's encoder, loaded from what the index recorded when none was given."""
+        if self._encoder is None:
+            recorded = self.store.info()
+            if recorded is None:
+                raise ValueError(f"{self.location} is empty: add documents (with a model) first")
+            self._encoder = Encoder.load(
+                recorded["source"],
+                attention=recorded["attention"],
+                pooling=recorded["pooling"],
+                dtype=recorded["dtype"],
+            )
+        return self._encoder
+
+    # ---- writing --------------------------------------------------------------------------------------
+
+    def _chunks(self, doc: Document) -> list[str]:
+        return chunk_text(self.encoder.tokenizer, doc.text, self.chunk_tokens, self.chunk_overlap)
+
+    def add(
+        self, documents: Iterable[Document], *, batch_size: int = 256, show_progress: bool | None = None
+    ) -> IngestReport:
+        """Insert new documents and replace changed ones (same id, new content); unchanged ones are skipped.
+
+        Each batch of ``batch_size`` documents is one transaction, embedding included: a run killed at any
+        point leaves every batch either fully written or not at all, and re-running it is idempotent.
+        """
+        if self.store.info() is None:
+            self.store.create(encoder_info(self.encoder), self.quantization)
+        report = IngestReport()
+        iterator = iter(documents)
+        total = len(documents) if isinstance(documents, Sized) else None
+        bar = tqdm(desc="indexing", unit="doc", total=total, disable=show_progress is False)
+        try:
+            while batch := list(islice(iterator, batch_size)):
+                self._add_batch(batch, report, bar)
+        finally:
+            bar.close()
+        return report
+
+    def _add_batch(self, batch: list[Document], report: IngestReport, bar: tqdm) -> None:
+        latest = {doc.id: doc for doc in batch}  # a repeated id within a batch: the last one wins
+        stored = self.store.hashes(list(latest))
+        hashes = {doc_id: doc.content_hash() for doc_id, doc in latest.items()}
+        changed = [doc for doc_id, doc in latest.items() if stored.get(doc_id) != hashes[doc_id]]
+        report.unchanged += len(latest) - len(changed)
+        bar.update(len(batch) - len(changed))
+        with self.store.transaction():
+            for doc in changed:
+                chunks = self._chunks(doc)
+                passages = [passage(doc.title, c) for c in chunks]
+                vectors = self.encoder.encode_documents(passages, show_progress=False)
+                self.store.put(doc, hashes[doc.id], chunks, vectors)
+                report.chunks += len(chunks)
+                bar.update()
+        report.updated += sum(doc.id in stored for doc in changed)
+        report.added += sum(doc.id not in stored for doc in changed)
+
+    def delete(self, doc_ids: Sequence[str]) -> int:
+        """Delete documents by id (one transaction); returns how many were present."""
+        with self.store.transaction():
+            return self.store.delete(list(doc_ids))
+
+    # ---- searching ------------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: Mode = "hybrid",
+        filters: Mapping[str, Any] | Sequence[Filter | str] | None = None,
+        rerank: Reranker | None = None,
+        rerank_candidates: int = 20,
+        rrf_k: int = 60,
+        weights: Mapping[str, float] | None = None,
+        candidates: int = 100,
+    ) -> list[Hit]:
+        """The ``k`` best documents for ``query``, each with its best chunk.
+
+        Retrievers fetch ``candidates`` chunks each (filters applied inside them), chunks collapse to their
+        documents, ``hybrid`` fuses the two rankings with RRF (``rrf_k``, per-retriever ``weights``), and
+        an optional reranker reorders the top ``rerank_candidates``.
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if rerank is not None and rerank not in SCORERS:
+            raise ValueError(f"rerank must be one of {', '.join(SCORERS)}, got {rerank!r}")
+        if self.store.info() is None:
+            return []
+        wanted = normalize(filters)
+        pool = max(candidates, k, rerank_candidates if rerank else 0)
+        found: dict[str, list[tuple[int, float]]] = {}
+        if mode in ("dense", "hybrid"):
+            vector = self.encoder.encode_queries([query], show_progress=False)[0]
+            found["dense"] = self.store.dense(vector, pool, wanted)
+        if mode in ("lexical", "hybrid"):
+            found["lexical"] = self.store.lexical(query, pool, wanted)
+        chunks = self.store.chunks([cid for hits in found.values() for cid, _ in hits])
+        best_chunk: dict[str, StoredChunk] = {}
+        rankings: dict[str, list[str]] = {}
+        scores: dict[str, dict[str, float]] = {}
+        for name, hits in found.items():
+            ranking: list[str] = []
+            scores[name] = {}
+            for chunk_id, score in hits:  # a document ranks where its best chunk does
+                chunk = chunks[chunk_id]
+                if chunk.doc_id not in scores[name]:
+                    ranking.append(chunk.doc_id)
+                    scores[name][chunk.doc_id] = score
+                    best_chunk.setdefault(chunk.doc_id, chunk)
+            rankings[name] = ranking
+        if mode == "hybrid":
+            fused = reciprocal_rank_fusion(rankings, weights, rrf_k)
+        else:
+            fused = list(scores[mode].items())
+        ranks = {
+            name: {doc: r for r, doc in enumerate(ranking, start=1)} for name, ranking in rankings.items()
+        }
+        if rerank:
+            head = fused[:rerank_candidates]
+            passages = [passage(best_chunk[doc].title, best_chunk[doc].text) for doc, _ in head]
+            reranked = SCORERS[rerank](self.encoder, query, passages) if head else np.zeros(0)
+            order = np.argsort(-reranked, kind="stable")
+            ranks[rerank] = {head[i][0]: r for r, i in enumerate(order, start=1)}
+            fused = [(head[i][0], float(reranked[i])) for i in order] + fused[rerank_candidates:]
+        return [
+            Hit(
+                id=doc,
+                score=float(score),
+                ranks={name: table[doc] for name, table in ranks.items() if doc in table},
+                text=best_chunk[doc].text,
+                title=best_chunk[doc].title,
+                metadata=best_chunk[doc].metadata,
+                chunk=best_chunk[doc].position,
+            )
+            for doc, score in fused[:k]
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        return self.store.stats()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
