@@ -171,6 +171,12 @@ class Encoder:
         return encoder
 
     @property
+    def spec(self) -> str:
+        """A model spec, ``source:attention:pooling:dtype``, that loads this encoder again (evaluation's)."""
+        dtype = str(self.model.dtype).removeprefix("torch.")
+        return f"{self.source}:{self.config.attention}:{self.config.pooling}:{dtype}"
+
+    @property
     def dim(self) -> int:
         return self.model.config.get_text_config().hidden_size
 

