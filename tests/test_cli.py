@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from dec2vec import Encoder
 from dec2vec.cli import app
+from dec2vec.search import Index
 
 runner = CliRunner(env={"COLUMNS": "300"})  # no line wrapping inside rich error boxes
 
@@ -64,11 +65,15 @@ def test_models_lists_named_defaults():
 
 def test_demo_trains_the_quick_recipe_and_compares(make_tiny_checkpoint, tmp_path):
     """The main job, end to end on a tiny model: quick recipe on the bundled data, then raw vs converted."""
-    out = tmp_path / "quick"
-    result = runner.invoke(app, ["demo", "-m", str(make_tiny_checkpoint("llama")), "--out", str(out)])
+    out, db = tmp_path / "quick", tmp_path / "demo.db"
+    args = ["demo", "-m", str(make_tiny_checkpoint("llama")), "--out", str(out), "--db", str(db)]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "raw backbone vs dec2vec-converted encoder" in result.stdout
     assert str(out) in result.stdout and "Same weights, causal generation" in result.stdout
     assert len((out / "01-supervised" / "log.jsonl").read_text().splitlines()) == 200
-    again = runner.invoke(app, ["demo", "-m", str(make_tiny_checkpoint("llama")), "--out", str(out)])
+    assert result.stdout.count("hybrid search:") == 3 and "wikisplit-" in result.stdout
+    with Index(str(db)) as index:  # the demo's SQLite index holds every bundled sentence
+        assert index.stats()["documents"] == 3000
+    again = runner.invoke(app, args)
     assert again.exit_code == 0 and "already holds a trained encoder" in again.stdout

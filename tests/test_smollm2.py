@@ -44,3 +44,27 @@ def test_generation_and_embedding_share_weights(home):
     )
     assert vectors.shape == (3, 576) and np.isfinite(vectors).all()
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_search_on_the_real_model_finds_and_reranks_by_late_interaction(home, tmp_path):
+    from dec2vec.search import Document, Index
+
+    texts = {
+        "guitar": "A man is playing a guitar on the street.",
+        "stocks": "The stock market fell sharply today after the announcement.",
+        "cat": "A cat sleeps on the warm windowsill in the afternoon sun.",
+        "paris": "Paris is the capital and largest city of France.",
+        "plants": "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen.",
+        "nile": "The Nile is the longest river in Africa.",
+    }
+    with Index(str(tmp_path / "real.db"), Encoder.load("smollm2-135m", dtype="bfloat16")) as index:
+        index.add([Document(key, text) for key, text in texts.items()], show_progress=False)
+        questions = {
+            "paris": "What is the capital of France?",
+            "plants": "How do plants make sugar?",
+            "nile": "Which river is the longest in Africa?",
+        }
+        for expected, question in questions.items():
+            assert index.search(question, k=1)[0].id == expected
+            reranked = index.search(question, mode="dense", k=3, rerank="maxsim", rerank_candidates=6)
+            assert reranked[0].id == expected and reranked[0].ranks["maxsim"] == 1

@@ -37,6 +37,12 @@ DEMO_SENTENCES = [
     "A cat is sleeping on the sofa.",
 ]
 
+DEMO_QUERIES = [
+    "a band released a new studio album",
+    "a species of plant or animal found on islands",
+    "who won the parliamentary election",
+]
+
 
 def _load(model: str, attention: str | None, pooling: str | None, dtype: str) -> Encoder:
     try:
@@ -364,8 +370,11 @@ def demo(
     out: Annotated[
         Path, typer.Option(help="Where the quick recipe's encoder is written (reused if complete).")
     ] = Path("dec2vec-quick"),
+    db: Annotated[Path, typer.Option(help="SQLite index of the bundled sentences.")] = Path(
+        "dec2vec-demo.db"
+    ),
 ) -> None:
-    """The main job on the embedded defaults: train the quick recipe, compare raw and converted models."""
+    """The main job on the embedded defaults: train the quick recipe, compare raw and converted, search."""
     from dec2vec.encoder import CONFIG_NAME
     from dec2vec.evaluation import build_task, evaluate, report
     from dec2vec.training.data import resolve
@@ -402,6 +411,30 @@ def demo(
         "Same weights, causal generation:",
         repr(encoder.generate("The capital of France is", max_new_tokens=8)),
     )
+    _demo_search(out, db)
+
+
+def _demo_search(encoder_dir: Path, db: Path) -> None:
+    """Index the bundled Wikipedia sentences into a SQLite file and run hybrid searches on it."""
+    from dec2vec.search import Document, EncoderMismatchError, Index
+    from dec2vec.training.data import resolve
+
+    encoder = Encoder.load(encoder_dir, dtype="bfloat16")
+    sentences = resolve("builtin:demo_sentences.txt").read_text(encoding="utf-8").splitlines()
+    try:
+        index = Index(str(db), encoder)
+    except EncoderMismatchError:  # the demo index belongs to an older run of the demo: rebuild it
+        db.unlink()
+        index = Index(str(db), encoder)
+    with index:
+        console.print(f"indexing {len(sentences)} bundled Wikipedia sentences into {db} (SQLite)")
+        index.add([Document(f"wikisplit-{i}", text) for i, text in enumerate(sentences)])
+        for query in DEMO_QUERIES:
+            table = Table("#", "id", "score", "ranks", "text", title=f"hybrid search: {query}")
+            for rank, hit in enumerate(index.search(query, k=3), start=1):
+                ranks = " ".join(f"{name}={r}" for name, r in hit.ranks.items())
+                table.add_row(str(rank), hit.id, f"{hit.score:.4f}", ranks, hit.text[:120])
+            console.print(table)
 
 
 def main() -> None:
