@@ -25,6 +25,7 @@ from dec2vec.search.store import EncoderMismatchError, Quantization, Store, Stor
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+EMBED_DOCUMENTS = 32  # documents whose chunks are embedded together (length-sorted batches inside)
 
 
 class SearchEncoder(Protocol):
@@ -146,13 +147,19 @@ class Index:
         report.unchanged += len(latest) - len(changed)
         bar.update(len(batch) - len(changed))
         with self.store.transaction():
-            for doc in changed:
-                chunks = self._chunks(doc)
-                passages = [passage(doc.title, c) for c in chunks]
+            for start in range(0, len(changed), EMBED_DOCUMENTS):  # embed many documents' chunks at once
+                group = changed[start : start + EMBED_DOCUMENTS]
+                chunks = [self._chunks(doc) for doc in group]
+                passages = [passage(doc.title, c) for doc, cs in zip(group, chunks, strict=True) for c in cs]
                 vectors = self.encoder.encode_documents(passages, show_progress=False)
-                self.store.put(doc, hashes[doc.id], chunks, vectors)
-                report.chunks += len(chunks)
-                bar.update()
+                offset = 0
+                for doc, doc_chunks in zip(group, chunks, strict=True):
+                    self.store.put(
+                        doc, hashes[doc.id], doc_chunks, vectors[offset : offset + len(doc_chunks)]
+                    )
+                    offset += len(doc_chunks)
+                report.chunks += offset
+                bar.update(len(group))
         report.updated += sum(doc.id in stored for doc in changed)
         report.added += sum(doc.id not in stored for doc in changed)
 
