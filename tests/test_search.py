@@ -272,3 +272,17 @@ def test_cli_indexes_searches_and_deletes(make_tiny_checkpoint, tmp_path):
     assert result.exit_code == 0 and "58" in result.output
     result = runner.invoke(app, ["search", db, "x", "--filter", "lang"])
     assert result.exit_code != 0 and "expected FIELD=VALUE" in result.output
+
+
+def test_a_second_writer_gets_a_clear_error_while_an_ingest_holds_the_lock(encoder, tmp_path, monkeypatch):
+    from dec2vec.search import sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 0.1)
+    db = str(tmp_path / "locked.db")
+    with Index(db, encoder) as first, Index(db, encoder) as second:
+        first.add(corpus(5), show_progress=False)
+        with first.store.transaction():  # as during an ingest
+            with pytest.raises(sqlite_store.IndexLockedError, match="being written by another process"):
+                second.add(corpus(10), show_progress=False)
+            assert [h.id for h in second.search(SENTENCES[2], mode="lexical", k=1)] == ["d2"]  # reads go on
+        assert second.add(corpus(10), show_progress=False).added == 5

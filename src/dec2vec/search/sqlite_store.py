@@ -20,6 +20,12 @@ from dec2vec.search.documents import Document
 from dec2vec.search.filters import Filter, to_sql
 from dec2vec.search.store import Quantization, StoredChunk, query_terms
 
+
+class IndexLockedError(RuntimeError):
+    """Another connection holds the write lock for longer than the busy timeout."""
+
+
+BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another's lock before IndexLockedError
 RESCORE_FACTOR = 8  # quantized KNN fetches k * this candidates, then ranks them by float cosine
 
 
@@ -27,7 +33,8 @@ def _connect(path: str) -> sqlite3.Connection:
     module: Any = sqlite3
     if not hasattr(sqlite3.Connection, "enable_load_extension"):
         import pysqlite3.dbapi2 as module  # type: ignore[no-redef]
-    connection = module.connect(path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves; a writer waits up to 30 s for another's lock
+    connection = module.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     connection.enable_load_extension(True)
     sqlite_vec.load(connection)
     connection.enable_load_extension(False)
@@ -97,7 +104,12 @@ class SqliteStore:
         if self._in_transaction:  # nested: the outer transaction commits
             yield
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except self.db.OperationalError as err:  # the connection module's own class (sqlite3 or pysqlite3)
+            raise IndexLockedError(
+                f"{self.path} is being written by another process (an ingest in progress?): {err}"
+            ) from err
         self._in_transaction = True
         try:
             yield
