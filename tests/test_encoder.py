@@ -151,3 +151,17 @@ def test_next_token_probabilities_agree_with_greedy_generation(padding_side, mak
         assert np.allclose(row.numpy(), alone.numpy(), atol=1e-5)  # padding changes nothing
         greedy = encoder.generate(prompt, max_new_tokens=1)
         assert encoder.tokenizer.decode([int(row.argmax())], skip_special_tokens=True) == greedy
+
+
+def test_streamed_generation_joins_to_the_greedy_text_and_stops_when_closed(make_tiny_checkpoint):
+    encoder = Encoder.load(make_tiny_checkpoint("llama"))
+    whole = encoder.generate("the cat sat on", max_new_tokens=12)
+    pieces = list(encoder.generate_stream("the cat sat on", max_new_tokens=12))
+    assert "".join(pieces) == whole and len(pieces) >= 1
+    messages = [{"role": "user", "content": "the cat"}]  # no chat template: the contents, one per line
+    assert encoder.generate(messages, max_new_tokens=5) == encoder.generate("the cat", max_new_tokens=5)
+    stream = encoder.generate_stream("the cat", max_new_tokens=10_000)
+    next(stream)
+    stream.close()  # the generation thread is told to stop and joined: this returns promptly
+    expected = len(encoder.tokenizer("the cat", add_special_tokens=False)["input_ids"])
+    assert encoder.count_tokens(["the cat", ""]) == [expected, 0]

@@ -9,15 +9,17 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from dec2vec import sentence_transformers_format
 from dec2vec.attention import check_switch, hidden_states, lm_logits
@@ -101,6 +103,19 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(text, str):
             raise ValueError(f"texts[{i}] is {type(text).__name__}, expected str")
     return texts
+
+
+Messages = list[dict[str, str]]
+
+
+class _Stop(StoppingCriteria):
+    """Stops generation when its event is set (the reader of a stream went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> bool:
+        return self.event.is_set()
 
 
 class Encoder:
@@ -378,26 +393,66 @@ class Encoder:
 
     # ---- generation ---------------------------------------------------------------------------------
 
-    def generate(self, prompt: str, *, max_new_tokens: int = 64, chat: bool = False) -> str:
-        """Greedy causal generation from the same weights (for instruct and GRIT-trained backbones)."""
-        ids = torch.tensor([self._prompt_ids(prompt, chat)], device=self.device)
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    def generate(self, prompt: str | Messages, **kwargs: Any) -> str:
+        """Causal generation from the same weights (instruct and GRIT-trained backbones); greedy by default.
 
-    def _prompt_ids(self, prompt: str, chat: bool) -> list[int]:
-        """Token ids of a generation prompt, as a user turn of the chat template if asked and present."""
-        if chat and self.tokenizer.chat_template:  # the template writes the special tokens itself
-            prompt = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ``prompt`` is plain text, or chat messages (``[{"role": "user", "content": ...}]``) put through the
+        chat template; ``chat=True`` wraps plain text as one user turn. Options as for ``generate_stream``.
+        """
+        return "".join(self.generate_stream(prompt, **kwargs))
+
+    def generate_stream(
+        self,
+        prompt: str | Messages,
+        *,
+        max_new_tokens: int = 64,
+        chat: bool = False,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> Iterator[str]:
+        """Generated text piece by piece as it is produced; closing the iterator early stops generation."""
+        ids = torch.tensor([self._prompt_ids(prompt, chat)], device=self.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+
+        def run() -> None:
+            with torch.inference_mode():
+                self.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_Stop(stop)]),
+                    **({"do_sample": False} | sampling),
+                )
+
+        worker = threading.Thread(target=run, daemon=True)  # model.generate only streams from a thread
+        worker.start()
+        try:
+            yield from streamer
+        finally:
+            stop.set()
+            worker.join()
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text is (without prompts or special tokens): usage counts and limits."""
+        return [
+            len(ids) for ids in self.tokenizer(_check_texts(texts), add_special_tokens=False)["input_ids"]
+        ]
+
+    def _prompt_ids(self, prompt: str | Messages, chat: bool) -> list[int]:
+        """Token ids of a generation prompt: chat messages (or text, with ``chat``) via the chat template."""
+        if isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}] if chat else None
+        else:
+            messages = prompt
+        if messages is not None and self.tokenizer.chat_template:  # the template writes the special tokens
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if messages is not None:  # no template: the turns' contents, one per line
+            prompt = "\n".join(m["content"] for m in messages)
         return self.tokenizer(prompt)["input_ids"]
 
     def next_token_probabilities(

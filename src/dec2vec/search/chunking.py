@@ -15,7 +15,10 @@ def chunk_text(
     """
     if not 0 <= overlap < max_tokens:
         raise ValueError(f"overlap ({overlap}) must be at least 0 and below max_tokens ({max_tokens})")
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    # verbose=False: a long text is the point here, not a reason to warn about the model's max length
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+        "offset_mapping"
+    ]
     if len(offsets) <= max_tokens:
         return [text] if text.strip() else []
     chunks = []
