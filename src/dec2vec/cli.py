@@ -365,6 +365,64 @@ def search(
 
 
 @app.command()
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Encoder to serve (default: the --db index's own, else smollm2-135m)."
+        ),
+    ] = None,
+    attention: AttentionOpt = None,
+    pooling: PoolingOpt = None,
+    dtype: DtypeOpt = "float32",
+    db: Annotated[str | None, typer.Option(help="Index to search and write (SQLite path or URL).")] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")
+    ] = "127.0.0.1",
+    port: int = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="DEC2VEC_API_KEY", help="Require 'Authorization: Bearer KEY'.")
+    ] = None,
+    admin_key: Annotated[
+        str | None, typer.Option(envvar="DEC2VEC_ADMIN_KEY", help="Key for document writes.")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Texts per forward pass (1: no micro-batching).")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits for more requests.")] = 5.0,
+    max_inputs: Annotated[int, typer.Option(help="Texts per embeddings request.")] = 256,
+    max_input_tokens: Annotated[int, typer.Option(help="Tokens per text.")] = 512,
+    long_inputs: Annotated[str, typer.Option(help="Longer texts: truncate, or error (413).")] = "truncate",
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 4 * 1024 * 1024,
+    generation: Annotated[bool, typer.Option(help="Serve /v1/chat/completions and /v1/completions.")] = True,
+) -> None:
+    """Serve embeddings (OpenAI-compatible), generation, search and a web page over HTTP."""
+    import uvicorn
+
+    from dec2vec.serving import ServerSettings, create_app
+
+    if long_inputs not in ("truncate", "error"):
+        raise _fail("--long-inputs must be truncate or error")
+    if model is None and db is not None:  # serve the encoder the index was built with
+        with _open_index(db, None, None, None, dtype) as index:
+            try:
+                encoder = index.encoder
+            except ValueError as err:
+                raise _fail(str(err)) from err
+        if not isinstance(encoder, Encoder):
+            raise _fail(f"{db} was built with {encoder.spec}, which dec2vec cannot serve: pass --model")
+    else:
+        encoder = _load(model or DEFAULT_BACKBONE, attention, pooling, dtype)
+    settings = ServerSettings(
+        model_name=Path(encoder.source).name,
+        api_key=api_key, admin_key=admin_key, max_inputs=max_inputs, max_input_tokens=max_input_tokens,
+        long_inputs=long_inputs, max_body_bytes=max_body_bytes, max_batch=max_batch,  # type: ignore[arg-type]
+        max_wait_ms=max_wait_ms, generation=generation,
+    )  # fmt: skip
+    if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        console.print(f"[yellow]serving on {host} without an API key: anyone who can reach it can use it[/]")
+    uvicorn.run(create_app(encoder, db, settings), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def demo(
     model: ModelOpt = DEFAULT_BACKBONE,
     out: Annotated[

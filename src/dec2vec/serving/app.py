@@ -1,0 +1,466 @@
+"""The HTTP server: OpenAI-compatible embeddings and generation, search over an index, metrics, a web page.
+
+One process holds one encoder. Embedding requests are micro-batched (``batching.py``); all model and
+index work runs on one model thread, so the event loop keeps serving (health checks, slow clients,
+streams) while a batch computes. Generation streams from its own thread on the same weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dec2vec.encoder import Encoder
+from dec2vec.search import Document, Index
+from dec2vec.serving.batching import MicroBatcher
+
+
+@dataclass
+class ServerSettings:
+    """Limits and switches of one server; the CLI's ``dec2vec serve`` options map onto these."""
+
+    model_name: str = "dec2vec"  # the ``model`` reported in responses
+    api_key: str | None = None  # when set, every endpoint but /healthz (and the static page) needs it
+    admin_key: str | None = None  # when set, document writes need this one instead
+    max_inputs: int = 256  # texts per embeddings request
+    max_input_tokens: int = 512  # tokens per text: longer ones are cut, or refused with 413
+    long_inputs: Literal["truncate", "error"] = "truncate"
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_batch: int = 64  # texts per forward pass; 1 serves one request at a time
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    max_new_tokens: int = 1024  # cap on generation length
+    generation: bool = True
+
+
+class APIError(HTTPException):
+    """An error answered as OpenAI does: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(status, message)
+        self.param = param
+
+
+def _error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error"
+    )
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes with 413, counting what actually arrives (not just
+    Content-Length), before the app reads them into memory."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(_error_body(413, f"request body over {self.limit} bytes")).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+# ---- request bodies ---------------------------------------------------------------------------------
+
+
+class EmbeddingRequest(BaseModel):
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+    input_type: Literal["query", "document"] | None = None  # dec2vec: apply that prompt of the encoder
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GenerationOptions(BaseModel):
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stream: bool = False
+    user: str | None = None
+
+
+class ChatRequest(GenerationOptions):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(GenerationOptions):
+    prompt: str | list[str]
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1)
+    k: int = Field(default=10, ge=1, le=1000)
+    mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
+    filters: dict[str, Any] | list[str] | None = None
+    rerank: Literal["maxsim", "yes"] | None = None
+    rerank_candidates: int = Field(default=20, ge=1, le=200)
+    rrf_k: int = Field(default=60, ge=1)
+    weights: dict[str, float] | None = None
+
+
+class DocumentIn(BaseModel):
+    id: str | int
+    text: str = Field(min_length=1)
+    title: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentsRequest(BaseModel):
+    documents: list[DocumentIn] = Field(default_factory=list)
+    delete: list[str] = Field(default_factory=list)
+
+
+# ---- the app ----------------------------------------------------------------------------------------
+
+_END = object()
+
+
+def create_app(encoder: Encoder, index: str | None = None, settings: ServerSettings | None = None) -> FastAPI:
+    """The FastAPI app serving ``encoder`` and, if given, the index at ``index`` (path or URL)."""
+    settings = settings or ServerSettings()
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dec2vec-model")
+    registry = CollectorRegistry()
+    requests_total = Counter("dec2vec_requests", "HTTP requests", ["path", "status"], registry=registry)
+    latency = Histogram("dec2vec_request_seconds", "Request latency", ["path"], registry=registry)
+    batch_sizes = Histogram(
+        "dec2vec_batch_size", "Texts per embedding forward pass", registry=registry,
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    )  # fmt: skip
+    tokens_total = Counter("dec2vec_tokens", "Tokens processed", ["kind"], registry=registry)
+    state: dict[str, Any] = {"index": None}
+
+    def encode(texts: list[str], prompt_name: str | None) -> np.ndarray:
+        return encoder.encode(texts, prompt_name=prompt_name, batch_size=len(texts), show_progress=False)
+
+    batcher = MicroBatcher(
+        encode, model_thread, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+        on_batch=batch_sizes.observe,
+    )  # fmt: skip
+
+    async def on_model_thread(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(model_thread, fn, *args)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        if index is not None:  # opened on the model thread, which is the only one to use it
+            state["index"] = await on_model_thread(lambda: Index(index, encoder))
+        yield
+        await batcher.stop()
+        if state["index"] is not None:
+            await on_model_thread(state["index"].close)
+        model_thread.shutdown(wait=True)
+
+    app = FastAPI(title="dec2vec", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = route.path if route is not None else "unmatched"
+        requests_total.labels(path, str(response.status_code)).inc()
+        latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        param = getattr(err, "param", None)
+        return JSONResponse(_error_body(err.status_code, str(err.detail), param), status_code=err.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'][1:]) or 'body'}: {e['msg']}" for e in err.errors()
+        )
+        return JSONResponse(_error_body(400, f"invalid request: {problems}"), status_code=400)
+
+    def key_check(admin: bool) -> Callable:
+        async def check(request: Request) -> None:
+            wanted = settings.admin_key if admin and settings.admin_key else settings.api_key
+            if wanted is None:
+                return
+            given = request.headers.get("authorization", "")
+            if not given.startswith("Bearer "):
+                raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'")
+            if not secrets.compare_digest(given.removeprefix("Bearer ").encode(), wanted.encode()):
+                raise APIError(403 if admin and settings.admin_key else 401, "invalid API key")
+
+        return check
+
+    user = [Depends(key_check(admin=False))]
+    admin = [Depends(key_check(admin=True))]
+
+    # ---- embeddings ----------------------------------------------------------------------------------
+
+    def texts_of(body: EmbeddingRequest) -> list[str]:
+        given = body.input
+        if isinstance(given, str):
+            texts = [given]
+        elif given and isinstance(given[0], int):  # one text as token ids
+            texts = [encoder.tokenizer.decode(given)]
+        elif given and isinstance(given[0], list):
+            texts = [encoder.tokenizer.decode(ids) for ids in given]
+        else:
+            texts = list(given)  # type: ignore[arg-type]
+        if not texts:
+            raise APIError(400, "input is empty", "input")
+        if len(texts) > settings.max_inputs:
+            raise APIError(400, f"{len(texts)} inputs: at most {settings.max_inputs} per request", "input")
+        if empty := [i for i, t in enumerate(texts) if not t.strip()]:
+            raise APIError(400, f"input[{empty[0]}] is empty", "input")
+        return texts
+
+    def fit(texts: list[str]) -> tuple[list[str], int]:
+        """Texts within the token limit (cut at a token boundary, or 413) and their total token count."""
+        limit = settings.max_input_tokens
+        counts = encoder.count_tokens(texts)
+        if settings.long_inputs == "error" and (long := [i for i, n in enumerate(counts) if n > limit]):
+            raise APIError(413, f"input[{long[0]}] is {counts[long[0]]} tokens: at most {limit}", "input")
+        out = []
+        for text, count in zip(texts, counts, strict=True):
+            if count > limit:
+                offsets = encoder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+                text = text[: offsets["offset_mapping"][limit - 1][1]]
+            out.append(text)
+        return out, sum(min(n, limit) for n in counts)
+
+    @app.post("/v1/embeddings", dependencies=user)
+    async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
+        texts, tokens = fit(texts_of(body))
+        prompt = body.input_type if body.input_type in encoder.config.prompts else None
+        vectors = await batcher.embed(texts, prompt)
+        if body.dimensions is not None:
+            if body.dimensions > vectors.shape[1]:
+                raise APIError(400, f"dimensions must be at most {vectors.shape[1]}", "dimensions")
+            vectors = vectors[:, : body.dimensions]
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        tokens_total.labels("prompt").inc(tokens)
+        if body.encoding_format == "base64":
+            data = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vectors]
+        else:
+            data = [v.tolist() for v in vectors]
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
+            "model": body.model or settings.model_name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    # ---- generation ----------------------------------------------------------------------------------
+
+    async def pieces(prompt: Any, options: GenerationOptions, chat: bool) -> AsyncIterator[str]:
+        """Generated text as it comes, from a thread that stops when this iterator is closed."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        leave = threading.Event()
+        max_new = min(options.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
+
+        def pump() -> None:
+            stream: Iterator[str] = encoder.generate_stream(
+                prompt,
+                max_new_tokens=max_new,
+                chat=chat,
+                temperature=options.temperature,
+                top_p=options.top_p,
+            )
+            try:
+                for piece in stream:
+                    if leave.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, piece)
+            except Exception as err:
+                loop.call_soon_threadsafe(queue.put_nowait, err)
+            finally:
+                stream.close()
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        loop.run_in_executor(None, pump)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            leave.set()
+
+    def usage(prompt_text: str, completion: str) -> dict[str, int]:
+        prompt_tokens, completion_tokens = encoder.count_tokens([prompt_text, completion])
+        tokens_total.labels("prompt").inc(prompt_tokens)
+        tokens_total.labels("completion").inc(completion_tokens)
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+
+    def finish_reason(completion: str, options: GenerationOptions) -> str:
+        max_new = min(options.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
+        return "length" if encoder.count_tokens([completion])[0] >= max_new else "stop"
+
+    def sse(chunks: AsyncIterator[dict]) -> StreamingResponse:
+        async def events() -> AsyncIterator[str]:
+            async for chunk in chunks:
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    def choice(chat: bool, text: str, finish: str | None, streamed: bool) -> dict[str, Any]:
+        """One OpenAI ``choices`` entry: chat ``message``/``delta`` or completion ``text``."""
+        if not chat:
+            return {"index": 0, "text": text, "finish_reason": finish}
+        if streamed:
+            return {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
+        return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+
+    async def respond(body: GenerationOptions, prompt: Any, prompt_text: str, chat: bool) -> Any:
+        """A completion, whole or as server-sent events, in the chat or the text-completion shape."""
+        if not settings.generation:
+            raise APIError(404, "generation is disabled on this server")
+        kind = "chat.completion" if chat else "text_completion"
+        head = {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": body.model or settings.model_name,
+        }
+        if not body.stream:
+            text = "".join([piece async for piece in pieces(prompt, body, chat)])
+            return {
+                **head,
+                "object": kind,
+                "choices": [choice(chat, text, finish_reason(text, body), streamed=False)],
+                "usage": usage(prompt_text, text),
+            }
+        kind += ".chunk" if chat else ""
+
+        async def chunks() -> AsyncIterator[dict]:
+            text = ""
+            async for piece in pieces(prompt, body, chat):
+                text += piece
+                yield {**head, "object": kind, "choices": [choice(chat, piece, None, streamed=True)]}
+            finish = finish_reason(text, body)
+            yield {**head, "object": kind, "choices": [choice(chat, "", finish, streamed=True)]}
+
+        return sse(chunks())
+
+    @app.post("/v1/chat/completions", dependencies=user)
+    async def chat_completions(body: ChatRequest) -> Any:
+        messages = [m.model_dump() for m in body.messages]
+        return await respond(body, messages, "\n".join(m["content"] for m in messages), chat=True)
+
+    @app.post("/v1/completions", dependencies=user)
+    async def completions(body: CompletionRequest) -> Any:
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if len(prompts) != 1:
+            raise APIError(400, "give one prompt per request", "prompt")
+        return await respond(body, prompts[0], prompts[0], chat=False)
+
+    # ---- search and documents -----------------------------------------------------------------------
+
+    def the_index() -> Index:
+        if state["index"] is None:
+            raise APIError(404, "this server has no index: start it with --db")
+        return state["index"]
+
+    @app.post("/v1/search", dependencies=user)
+    async def search(body: SearchRequest) -> dict[str, Any]:
+        index_ = the_index()
+        options = body.model_dump(exclude={"query"})
+        try:
+            hits = await on_model_thread(lambda: index_.search(body.query, **options))
+        except ValueError as err:  # e.g. a filter that cannot mean anything
+            raise APIError(400, str(err), "filters") from err
+        return {"object": "list", "data": [h.to_json() for h in hits]}
+
+    @app.post("/v1/documents", dependencies=admin)
+    async def documents(body: DocumentsRequest) -> dict[str, Any]:
+        index_ = the_index()
+        docs = [Document(str(d.id), d.text, d.title, d.metadata) for d in body.documents]
+
+        def write() -> dict[str, Any]:
+            report = index_.add(docs, show_progress=False) if docs else None
+            deleted = index_.delete(body.delete) if body.delete else 0
+            added = (
+                {"added": report.added, "updated": report.updated, "unchanged": report.unchanged}
+                if report
+                else {}
+            )
+            return {**added, "deleted": deleted}
+
+        return await on_model_thread(write)
+
+    # ---- operations and the page --------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": settings.model_name, "index": state["index"] is not None}
+
+    @app.get("/metrics", dependencies=user)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    page = files("dec2vec.serving").joinpath("web")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def home() -> str:
+        return page.joinpath("index.html").read_text(encoding="utf-8")
+
+    @app.get("/app.js")
+    async def script() -> Response:
+        return Response(page.joinpath("app.js").read_text(encoding="utf-8"), media_type="text/javascript")
+
+    return app

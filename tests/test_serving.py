@@ -1,0 +1,218 @@
+"""The HTTP server on tiny real models: OpenAI client round trips, micro-batching, limits, auth, the page."""
+
+import asyncio
+import base64
+import contextlib
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from openai import OpenAI
+
+from dec2vec import Encoder
+from dec2vec.search import Index
+from dec2vec.serving import ServerSettings, create_app
+
+from .test_search import SENTENCES, corpus
+
+# Headless and quiet: without the networking flags Chromium keeps calling out from an offline machine.
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@contextlib.contextmanager
+def running(app):
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def encoder(make_tiny_checkpoint):
+    return Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional")
+
+
+@pytest.fixture(scope="module")
+def db(encoder, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("served") / "index.db")
+    with Index(path, encoder) as index:
+        index.add(corpus(200), show_progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def url(encoder, db):
+    settings = ServerSettings(model_name="tiny", max_inputs=8, max_input_tokens=256, max_body_bytes=20_000,
+                              max_wait_ms=30)  # fmt: skip
+    with running(create_app(encoder, db, settings)) as base:
+        yield base
+
+
+def test_openai_client_round_trip_embeddings(encoder, url):
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+    texts = ["a cat in the park", "the dog is at the house"]
+    response = client.embeddings.create(model="tiny", input=texts)  # the client asks for base64 itself
+    vectors = np.array([d.embedding for d in response.data])
+    assert np.allclose(vectors, encoder.encode(texts), atol=1e-5)
+    assert response.usage.prompt_tokens == sum(encoder.count_tokens(texts))
+    short = client.embeddings.create(model="tiny", input=texts[0], dimensions=8, encoding_format="float")
+    cut = encoder.encode(texts[:1])[0, :8]
+    assert np.allclose(short.data[0].embedding, cut / np.linalg.norm(cut), atol=1e-5)
+    raw = httpx.post(f"{url}/v1/embeddings", json={"input": texts, "encoding_format": "base64"}).json()
+    decoded = np.frombuffer(base64.b64decode(raw["data"][1]["embedding"]), dtype="<f4")
+    assert np.allclose(decoded, vectors[1], atol=1e-6)
+
+
+def test_openai_client_round_trip_generation_whole_and_streamed(encoder, url):
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+    messages = [{"role": "user", "content": "the cat sat on"}]
+    expected = encoder.generate(messages, max_new_tokens=6)
+    chat = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6)
+    assert chat.choices[0].message.content == expected and chat.usage.completion_tokens > 0
+    stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream) == expected
+    text = client.completions.create(model="tiny", prompt="the cat sat on", max_tokens=6)
+    assert text.choices[0].text == encoder.generate("the cat sat on", max_new_tokens=6)
+    streamed = client.completions.create(model="tiny", prompt="the cat sat on", max_tokens=6, stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == text.choices[0].text
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(encoder, url):
+    requests = [[SENTENCES[i], SENTENCES[i + 1]] for i in range(0, 48, 2)]
+
+    async def fire() -> list[dict]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            replies = await asyncio.gather(
+                *(client.post("/v1/embeddings", json={"input": r}) for r in requests)
+            )
+        return [r.json() for r in replies]
+
+    before = _metric(url, "dec2vec_batch_size_count")
+    replies = asyncio.run(fire())
+    for texts, reply in zip(requests, replies, strict=True):
+        assert np.allclose([d["embedding"] for d in reply["data"]], encoder.encode(texts), atol=1e-5)
+    passes = _metric(url, "dec2vec_batch_size_count") - before
+    assert passes < len(requests)  # fewer forward passes than requests: they were batched
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(url):
+    post = lambda body, **kw: httpx.post(f"{url}/v1/embeddings", **({"json": body} | kw))  # noqa: E731
+    checks = [
+        (post(None, content=b"{not json", headers={"content-type": "application/json"}), 400, "invalid"),
+        (post({"input": 5}), 400, "input"),
+        (post({"input": []}), 400, "input is empty"),
+        (post({"input": [""]}), 400, "input[0] is empty"),
+        (post({"input": ["x"] * 9}), 400, "at most 8"),
+        (post({"input": "x", "dimensions": 10_000}), 400, "dimensions"),
+        (post({"input": "word " * 30_000}), 413, "request body over 20000 bytes"),
+        (
+            httpx.post(f"{url}/v1/search", json={"query": "x", "filters": ["lang"]}),
+            400,
+            "expected FIELD=VALUE",
+        ),
+    ]
+    for response, status, message in checks:
+        assert response.status_code == status, response.text
+        assert message in response.json()["error"]["message"]
+    assert post({"input": "ok now"}).status_code == 200
+    long = post({"input": "word " * 1000}).json()  # truncated to 256 tokens, not refused
+    assert long["usage"]["prompt_tokens"] == 256
+
+
+def test_a_stalled_client_does_not_hold_up_others(url):
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as stalled:  # promises a body it never finishes
+        stalled.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 1000\r\n\r\n{\"input\": ")  # fmt: skip
+        start = time.perf_counter()
+        assert httpx.post(f"{url}/v1/embeddings", json={"input": "hello"}).status_code == 200
+        assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+        assert time.perf_counter() - start < 5
+
+
+def test_search_and_document_endpoints(url):
+    hits = httpx.post(
+        f"{url}/v1/search", json={"query": SENTENCES[7], "k": 3, "filters": {"lang": "en"}}
+    ).json()
+    assert hits["data"][0]["id"] == "d7" and set(hits["data"][0]["ranks"]) == {"dense", "lexical"}
+    new = {"id": "new-1", "text": "Zanzibar archipelago cloves harvest", "metadata": {"lang": "sw"}}
+    written = httpx.post(f"{url}/v1/documents", json={"documents": [new]}).json()
+    assert written == {"added": 1, "updated": 0, "unchanged": 0, "deleted": 0}
+    found = httpx.post(f"{url}/v1/search", json={"query": "zanzibar cloves", "mode": "lexical"}).json()
+    assert [h["id"] for h in found["data"]] == ["new-1"]
+    assert httpx.post(f"{url}/v1/documents", json={"delete": ["new-1"]}).json()["deleted"] == 1
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'dec2vec_requests_total{path="/v1/search",status="200"}' in metrics
+    assert "dec2vec_request_seconds_bucket" in metrics and "dec2vec_tokens_total" in metrics
+
+
+def test_api_keys_guard_every_endpoint_but_health(encoder, db):
+    settings = ServerSettings(api_key="user-key", admin_key="admin-key")
+    with running(create_app(encoder, db, settings)) as base:
+        body = {"input": "hello"}
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.post(f"{base}/v1/embeddings", json=body).status_code == 401
+        wrong = httpx.post(f"{base}/v1/embeddings", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+        user = {"Authorization": "Bearer user-key"}
+        assert httpx.post(f"{base}/v1/embeddings", json=body, headers=user).status_code == 200
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        write = {"delete": ["d1"]}
+        assert httpx.post(f"{base}/v1/documents", json=write, headers=user).status_code == 403
+        admin = {"Authorization": "Bearer admin-key"}
+        assert httpx.post(f"{base}/v1/documents", json=write, headers=admin).status_code == 200
+        client = OpenAI(base_url=f"{base}/v1", api_key="user-key")
+        assert len(client.embeddings.create(model="tiny", input="x").data[0].embedding) == encoder.dim
+
+
+def test_web_page_searches_and_compares_in_headless_chromium(url):
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as until
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
+    with contextlib.closing(webdriver.Chrome(options=options, service=service)) as browser:
+        browser.get(url)
+        wait = WebDriverWait(browser, 30)
+        browser.find_element(By.ID, "query").send_keys(SENTENCES[12])
+        browser.find_element(By.ID, "filters").send_keys("lang=en")
+        browser.find_element(By.ID, "search-button").click()
+        first = wait.until(until.presence_of_element_located((By.CSS_SELECTOR, "#results .hit")))
+        assert first.get_attribute("data-id") == "d12"
+        assert "lexical #1" in first.text and "score" in first.text and "sentence 12" in first.text
+        browser.find_element(By.ID, "tab-similarity").click()
+        browser.find_element(By.ID, "text-a").send_keys("a cat in the park")
+        browser.find_element(By.ID, "text-b").send_keys("a cat in the park")
+        browser.find_element(By.ID, "compare-button").click()
+        wait.until(until.text_to_be_present_in_element((By.ID, "similarity-result"), "cosine similarity"))
+        assert browser.find_element(By.ID, "similarity-result").text == "cosine similarity: 1.0000"
