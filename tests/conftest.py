@@ -13,6 +13,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from dec2vec.search import Document
+from dec2vec.training.data import resolve
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tiny models are faster on one thread, and one thread per process keeps the subprocess tests (training
 # killed mid-run) from fighting over the cores: oversubscribed OpenMP makes tiny steps 100x slower.
@@ -130,3 +133,20 @@ def make_tiny_checkpoint(tmp_path_factory, tiny_tokenizer):
 def _isolated_home(tmp_path, monkeypatch):
     """Keep each test's GGUF cache out of the user's; the real SmolLM2 tests use their own shared home."""
     monkeypatch.setenv("DEC2VEC_HOME", str(tmp_path / "dec2vec-home"))
+
+
+# Search corpora: real Wikipedia sentences bundled with the package.
+SENTENCES = resolve("builtin:demo_sentences.txt").read_text().splitlines()
+
+
+def corpus(n: int = 300, offset: int = 0) -> list[Document]:
+    """Real Wikipedia sentences; 1% are French-tagged, years spread over 1900-1999."""
+    return [
+        Document(
+            id=f"d{i}",
+            text=SENTENCES[i],
+            title=f"sentence {i}",
+            metadata={"lang": "fr" if i % 100 == 0 else "en", "year": 1900 + i % 100, "group": i % 3},
+        )
+        for i in range(offset, offset + n)
+    ]

@@ -2,11 +2,10 @@
 
 import pgserver
 import pytest
+from conftest import SENTENCES, corpus
 
 from dec2vec import Encoder
 from dec2vec.search import Index
-
-from .test_search import SENTENCES, corpus
 
 
 @pytest.fixture(scope="module")

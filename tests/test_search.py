@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import SENTENCES, corpus
 from typer.testing import CliRunner
 
 from dec2vec import Encoder
@@ -21,22 +22,6 @@ from dec2vec.search.chunking import chunk_text
 from dec2vec.search.filters import Filter, parse_filter
 from dec2vec.search.fusion import reciprocal_rank_fusion
 from dec2vec.search.rerank import maxsim_scores
-from dec2vec.training.data import resolve
-
-SENTENCES = resolve("builtin:demo_sentences.txt").read_text().splitlines()
-
-
-def corpus(n: int = 300, offset: int = 0) -> list[Document]:
-    """Real Wikipedia sentences; 1% are French-tagged, years spread over 1900-1999."""
-    return [
-        Document(
-            id=f"d{i}",
-            text=SENTENCES[i],
-            title=f"sentence {i}",
-            metadata={"lang": "fr" if i % 100 == 0 else "en", "year": 1900 + i % 100, "group": i % 3},
-        )
-        for i in range(offset, offset + n)
-    ]
 
 
 @pytest.fixture(scope="module")

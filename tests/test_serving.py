@@ -11,13 +11,12 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from conftest import SENTENCES, corpus
 from openai import OpenAI
 
 from dec2vec import Encoder
 from dec2vec.search import Index
 from dec2vec.serving import ServerSettings, create_app
-
-from .test_search import SENTENCES, corpus
 
 # Headless and quiet: without the networking flags Chromium keeps calling out from an offline machine.
 CHROMIUM_FLAGS = [

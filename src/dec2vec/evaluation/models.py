@@ -49,7 +49,7 @@ class SentenceTransformerBaseline:
 
         self.model = SentenceTransformer(str(path), device="cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = self.model.tokenizer
-        self.dim = self.model.get_sentence_embedding_dimension()
+        self.dim = len(self.encode(["dimension probe"])[0])  # the method name changed across versions
         self.spec = str(path)
 
     def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray:
