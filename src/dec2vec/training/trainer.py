@@ -30,6 +30,7 @@ from dec2vec.backbone import decoder_layers
 from dec2vec.encoder import Encoder
 from dec2vec.files import DataFormatError
 from dec2vec.training import data as data_io
+from dec2vec.training.grad_cache import cached_embeddings
 from dec2vec.training.objectives import info_nce, mask_tokens, mntp_loss, next_token_loss
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class StageConfig:
     mask_token: str | None = None  # default: the tokenizer's mask token, else "_", else unk/eos
     dropout: float = 0.0  # the model's own dropout (attention, hidden) while training, e.g. 0.1-0.3
     residual_dropout: float = 0.0  # dropout on each layer's residual update (see add_residual_dropout)
+    grad_cache_chunk: int = 0  # >0: contrastive batches embedded in chunks of this size (GradCache)
     lambda_rep: float = 1.0
     lambda_gen: float = 1.0
     bf16: bool = True  # bfloat16 autocast (CPU and CUDA)
@@ -249,9 +251,8 @@ class StageTrainer:
                 generator=self.generator,
             )
             return mntp_loss(self._logits(corrupted, batch["attention_mask"], causal=False), labels)
-        if c.objective == "simcse":
-            batch = self._collate(examples)
-            return info_nce(enc.embed_batch(batch), enc.embed_batch(batch), c.temperature)
+        if c.objective == "simcse":  # the same texts twice: dropout makes the two views differ
+            return info_nce(self._embed(examples), self._embed(examples), c.temperature)
         rep = self._contrastive(examples, self.data.instructions[dataset])
         if c.objective == "supervised":
             return rep
@@ -263,10 +264,17 @@ class StageTrainer:
         )
 
     def _contrastive(self, pairs: list[data_io.Pair], instruction: str) -> torch.Tensor:
-        enc = self.encoder
-        queries = enc.embed_batch(self._collate([p.query for p in pairs], instruction))
+        queries = self._embed([p.query for p in pairs], instruction)
         keys = [p.positive for p in pairs] + [n for p in pairs for n in p.negatives]
-        return info_nce(queries, enc.embed_batch(self._collate(keys)), self.config.temperature)
+        return info_nce(queries, self._embed(keys), self.config.temperature)
+
+    def _embed(self, texts: list[str], prefix: str = "") -> torch.Tensor:
+        """Pooled embeddings of ``texts``; with ``grad_cache_chunk`` set, through GradCache in chunks."""
+        size = self.config.grad_cache_chunk
+        if not size or len(texts) <= size:
+            return self.encoder.embed_batch(self._collate(texts, prefix))
+        chunks = [self._collate(texts[i : i + size], prefix) for i in range(0, len(texts), size)]
+        return cached_embeddings(self.encoder.embed_batch, chunks, self.encoder.device)
 
     def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, causal: bool) -> torch.Tensor:
         return lm_logits(self.encoder.model, input_ids, attention_mask, causal=causal)
