@@ -185,6 +185,7 @@ def train(
     dtype: DtypeOpt = "float32",
 ) -> None:
     """Train an encoder with a recipe (quick, llm2vec, llm2vec-supervised, supervised, grit) or TOML file."""
+    from dec2vec.training import distributed
     from dec2vec.training.recipes import load_recipe
     from dec2vec.training.recipes import train as run_recipe
     from dec2vec.training.trainer import TrainingInterrupted
@@ -198,9 +199,10 @@ def train(
     except (BackboneNotFoundError, ValueError, FileExistsError) as err:
         raise typer.BadParameter(str(err), param_hint="--recipe/--model/--data/--out") from err
     cfg = encoder.config
-    console.print(
-        f"saved encoder to {out} ({cfg.attention} attention, {cfg.pooling} pooling, {encoder.dim} dims)"
-    )
+    if distributed.is_main():  # under torchrun every process gets here
+        console.print(
+            f"saved encoder to {out} ({cfg.attention} attention, {cfg.pooling} pooling, {encoder.dim} dims)"
+        )
 
 
 index_app = typer.Typer(help="Build and manage a search index (SQLite file or postgresql:// URL).")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dec2vec.training import distributed
+
 IGNORE = -100  # label value that cross-entropy skips
 
 
@@ -57,15 +59,22 @@ def mntp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=IGNORE)
 
 
-def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+def info_nce(
+    queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.05, *, global_negatives: bool = False
+) -> torch.Tensor:
     """InfoNCE over cosine similarities: query i's positive is key i; every other key is a negative.
 
-    ``keys`` may hold more rows than ``queries`` (hard negatives appended after the positives).
+    ``keys`` may hold more rows than ``queries`` (hard negatives appended after the positives). With
+    ``global_negatives`` in a distributed run, the keys of every process are negatives too.
     """
     if keys.shape[0] < queries.shape[0]:
         raise ValueError("need at least one key (the positive) per query")
+    labels = torch.arange(queries.shape[0], device=queries.device)
+    if global_negatives and distributed.world_size() > 1:
+        labels = labels + distributed.rank() * keys.shape[0]  # this process's keys sit at its rank's block
+        keys = distributed.gather_with_grad(keys)
     scores = F.normalize(queries.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T / temperature
-    return F.cross_entropy(scores, torch.arange(queries.shape[0], device=queries.device))
+    return F.cross_entropy(scores, labels)
 
 
 def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from dec2vec.backbone import prune_layers
 from dec2vec.encoder import CONFIG_NAME, Encoder
 from dec2vec.files import DataFormatError
 from dec2vec.training import data as data_io
+from dec2vec.training import distributed
 from dec2vec.training.trainer import StageConfig, StageTrainer, load_stage_data
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,11 @@ def train(
     resume: bool = False,
     dtype: str = "float32",
 ) -> Encoder:
-    """Run every stage of ``recipe`` on ``model`` and save the final encoder in ``out``."""
+    """Run every stage of ``recipe`` on ``model`` and save the final encoder in ``out``.
+
+    Under torchrun every process runs this; each trains on its slice of the batches, the first one saves.
+    """
+    distributed.setup()
     assign_data(recipe, data or [])
     for stage in recipe.stages:  # check every stage's data before any training starts
         load_stage_data(stage)
@@ -107,9 +112,13 @@ def train(
             encoder = Encoder.load(directory / "model", dtype=dtype)
             continue
         StageTrainer(encoder, stage, directory).run(resume=resume)
-        # Saved beside, then renamed: a crash mid-save never leaves a "done" stage with half a model.
-        shutil.rmtree(directory / "model.partial", ignore_errors=True)
-        encoder.save(directory / "model.partial")
-        os.replace(directory / "model.partial", directory / "model")
-    encoder.save(out)
+        if distributed.is_main():
+            # Saved beside, then renamed: a crash mid-save never leaves a "done" stage with half a model.
+            shutil.rmtree(directory / "model.partial", ignore_errors=True)
+            encoder.save(directory / "model.partial")
+            os.replace(directory / "model.partial", directory / "model")
+        distributed.barrier()
+    if distributed.is_main():
+        encoder.save(out)
+    distributed.barrier()
     return encoder

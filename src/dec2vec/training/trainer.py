@@ -30,6 +30,7 @@ from dec2vec.backbone import decoder_layers
 from dec2vec.encoder import Encoder
 from dec2vec.files import DataFormatError
 from dec2vec.training import data as data_io
+from dec2vec.training import distributed
 from dec2vec.training.grad_cache import cached_embeddings
 from dec2vec.training.objectives import info_nce, mask_tokens, mntp_loss, next_token_loss
 
@@ -73,6 +74,7 @@ class StageConfig:
     mask_token: str | None = None  # default: the tokenizer's mask token, else "_", else unk/eos
     dropout: float = 0.0  # the model's own dropout (attention, hidden) while training, e.g. 0.1-0.3
     residual_dropout: float = 0.0  # dropout on each layer's residual update (see add_residual_dropout)
+    global_negatives: bool = True  # distributed runs: every process's keys are negatives (all-gather)
     grad_cache_chunk: int = 0  # >0: contrastive batches embedded in chunks of this size (GradCache)
     lambda_rep: float = 1.0
     lambda_gen: float = 1.0
@@ -154,8 +156,11 @@ class StageData:
     generation_plan: list[tuple[int, list[int]]] = field(default_factory=list)
 
 
-def load_stage_data(c: StageConfig) -> StageData:
-    """Read and check every file of a stage (file:line errors) and fix its batch plan."""
+def load_stage_data(c: StageConfig, replicas: int = 1) -> StageData:
+    """Read and check every file of a stage (file:line errors) and fix its plan of global batches.
+
+    With ``replicas`` processes, each global batch holds ``batch_size`` examples per process.
+    """
     if not c.data:
         raise DataFormatError(f"stage {c.name!r}: no data")
     pairs_needed = c.objective in ("supervised", "grit")
@@ -173,11 +178,12 @@ def load_stage_data(c: StageConfig) -> StageData:
         instructions.append(entry.get("instruction", c.instruction))
     lengths = [[len(x.query if pairs_needed else x) for x in d] for d in datasets]
     total = c.steps * c.grad_accum
-    data = StageData(datasets, instructions, data_io.batch_plan(lengths, c.batch_size, total, c.seed))
+    size = c.batch_size * replicas
+    data = StageData(datasets, instructions, data_io.batch_plan(lengths, size, total, c.seed))
     if c.generation_data:
         data.generation_texts = [t for p in c.generation_data for t in data_io.read_texts(p)]
         data.generation_plan = data_io.batch_plan(
-            [[len(t) for t in data.generation_texts]], c.batch_size, total, c.seed + 1
+            [[len(t) for t in data.generation_texts]], size, total, c.seed + 1
         )
     return data
 
@@ -188,7 +194,8 @@ class StageTrainer:
     def __init__(self, encoder: Encoder, config: StageConfig, directory: Path) -> None:
         self.encoder, self.config, self.dir = encoder, config, directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.data = load_stage_data(config)  # malformed data fails here, before any weights change
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.data = load_stage_data(config, self.world)  # malformed data fails here, before any change
         torch.manual_seed(config.seed)
         model = encoder.model
         if config.lora:
@@ -236,7 +243,7 @@ class StageTrainer:
     def _loss(self, micro: int) -> torch.Tensor:
         c, enc = self.config, self.encoder
         dataset, indices = self.data.plan[micro]
-        examples = [self.data.datasets[dataset][i] for i in indices]
+        examples = [self.data.datasets[dataset][i] for i in self._mine(indices)]
         if c.objective == "mntp":
             batch = self._collate(examples)
             tok = enc.tokenizer
@@ -252,12 +259,17 @@ class StageTrainer:
             )
             return mntp_loss(self._logits(corrupted, batch["attention_mask"], causal=False), labels)
         if c.objective == "simcse":  # the same texts twice: dropout makes the two views differ
-            return info_nce(self._embed(examples), self._embed(examples), c.temperature)
+            return info_nce(
+                self._embed(examples),
+                self._embed(examples),
+                c.temperature,
+                global_negatives=c.global_negatives,
+            )
         rep = self._contrastive(examples, self.data.instructions[dataset])
         if c.objective == "supervised":
             return rep
         _, gen_indices = self.data.generation_plan[micro]
-        gen = self._collate([self.data.generation_texts[i] for i in gen_indices])
+        gen = self._collate([self.data.generation_texts[i] for i in self._mine(gen_indices)])
         logits = self._logits(gen["input_ids"], gen["attention_mask"], causal=True)
         return c.lambda_rep * rep + c.lambda_gen * next_token_loss(
             logits, gen["input_ids"], gen["attention_mask"]
@@ -266,7 +278,13 @@ class StageTrainer:
     def _contrastive(self, pairs: list[data_io.Pair], instruction: str) -> torch.Tensor:
         queries = self._embed([p.query for p in pairs], instruction)
         keys = [p.positive for p in pairs] + [n for p in pairs for n in p.negatives]
-        return info_nce(queries, self._embed(keys), self.config.temperature)
+        c = self.config
+        return info_nce(queries, self._embed(keys), c.temperature, global_negatives=c.global_negatives)
+
+    def _mine(self, indices: list[int]) -> list[int]:
+        """This process's slice of a global batch."""
+        size = self.config.batch_size
+        return indices[self.rank * size : (self.rank + 1) * size]
 
     def _embed(self, texts: list[str], prefix: str = "") -> torch.Tensor:
         """Pooled embeddings of ``texts``; with ``grad_cache_chunk`` set, through GradCache in chunks."""
@@ -299,8 +317,16 @@ class StageTrainer:
         set_dropout(model, c.dropout)
         hooks = add_residual_dropout(model, c.residual_dropout) if c.residual_dropout else []
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        log_file = (self.dir / "log.jsonl").open("a" if self.step else "w")
-        bar = tqdm(total=c.steps, initial=self.step, desc=f"{c.name} ({c.objective})", dynamic_ncols=True)
+        log_file = None  # the main process logs
+        if distributed.is_main():
+            log_file = (self.dir / "log.jsonl").open("a" if self.step else "w")
+        bar = tqdm(
+            total=c.steps,
+            initial=self.step,
+            desc=f"{c.name} ({c.objective})",
+            dynamic_ncols=True,
+            disable=not distributed.is_main(),
+        )
         try:
             while self.step < c.steps:
                 start = time.perf_counter()
@@ -310,17 +336,19 @@ class StageTrainer:
                         loss = self._loss(self.step * c.grad_accum + k) / c.grad_accum
                     loss.backward()
                     total += loss.item()
+                distributed.average_gradients(self.params)
                 torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
+                total = distributed.mean(total)
                 seconds = time.perf_counter() - start
-                rate = c.batch_size * c.grad_accum / seconds
+                rate = c.batch_size * c.grad_accum * self.world / seconds
                 lr = self.scheduler.get_last_lr()[0]
                 bar.update()
                 bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.1f}")
-                if self.step % c.log_every == 0 or self.step == c.steps:
+                if log_file is not None and (self.step % c.log_every == 0 or self.step == c.steps):
                     log_file.write(
                         json.dumps(
                             {
@@ -334,7 +362,7 @@ class StageTrainer:
                         + "\n"
                     )
                     log_file.flush()
-                if self._stop_signal is not None:
+                if distributed.mean(float(self._stop_signal is not None)) > 0:  # any process signalled
                     self._checkpoint()
                     raise TrainingInterrupted(
                         f"stopped by signal {self._stop_signal} at step {self.step}/{c.steps}; "
@@ -344,7 +372,8 @@ class StageTrainer:
                     self._checkpoint()
         finally:
             bar.close()
-            log_file.close()
+            if log_file is not None:
+                log_file.close()
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             set_dropout(model, 0.0)
@@ -370,14 +399,17 @@ class StageTrainer:
             "latent": self.encoder.latent.state_dict() if self.encoder.latent is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": distributed.gather_objects(torch.get_rng_state()),  # one per process
             "generator": self.generator.get_state(),
         }
 
     def _checkpoint(self) -> None:
-        tmp = self.dir / f"{CHECKPOINT}.tmp"
-        torch.save(self._state(), tmp)
-        os.replace(tmp, self.dir / CHECKPOINT)  # atomic: a crash mid-write keeps the previous checkpoint
+        state = self._state()  # every process takes part (RNG states are gathered); the main one writes
+        if distributed.is_main():
+            tmp = self.dir / f"{CHECKPOINT}.tmp"
+            torch.save(state, tmp)
+            os.replace(tmp, self.dir / CHECKPOINT)  # atomic: a crash mid-write keeps the previous one
+        distributed.barrier()
 
     def _restore(self) -> None:
         state = torch.load(self.dir / CHECKPOINT, weights_only=False)
@@ -395,12 +427,17 @@ class StageTrainer:
             self.encoder.latent.load_state_dict(state["latent"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        if len(state["torch_rng"]) != self.world:
+            raise ValueError(
+                f"{self.dir / CHECKPOINT} was written by {len(state['torch_rng'])} processes; "
+                f"resume it with as many (this run has {self.world})"
+            )
+        torch.set_rng_state(state["torch_rng"][self.rank])
         self.generator.set_state(state["generator"])
         self.step = state["step"]
         # Steps logged after this checkpoint (before the crash) will be run again: drop them from the log.
         log_path = self.dir / "log.jsonl"
-        if log_path.exists():
+        if log_path.exists() and distributed.is_main():
             kept = [r for r in log_path.read_text().splitlines() if r and json.loads(r)["step"] <= self.step]
             log_path.write_text("".join(r + "\n" for r in kept))
         log.warning("resumed %s at step %d/%d", self.config.name, self.step, self.config.steps)
@@ -411,7 +448,8 @@ class StageTrainer:
             getattr(model, "activation_checkpointing_disable", model.gradient_checkpointing_disable)()
         if self.peft is not None:
             self.encoder.model = self.peft.merge_and_unload()
-        self._plot_loss()
+        if distributed.is_main():
+            self._plot_loss()
 
     def _plot_loss(self) -> None:
         import matplotlib
