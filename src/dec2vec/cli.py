@@ -62,8 +62,18 @@ def read_texts(path: Path, field: str) -> tuple[list[str], list[object]]:
 
 @app.command()
 def embed(
-    input: Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False, help=".txt or .jsonl")],
-    output: Annotated[Path, typer.Option("--output", "-o", help=".npy or .jsonl")],
+    input: Annotated[
+        Path,
+        typer.Option(
+            "--input", "-i", exists=True, help="Lines: .txt/.jsonl. Corpus: also a folder or .parquet."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help=".npy or .jsonl (one vector per line), or a folder of Parquet shards."
+        ),
+    ],
     model: ModelOpt = DEFAULT_BACKBONE,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
@@ -73,15 +83,56 @@ def embed(
     ] = None,
     field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
     batch_size: int = 32,
+    shard: Annotated[
+        str, typer.Option(help="Corpus: embed shard i of N (contiguous slices), as i/N.")
+    ] = "0/1",
+    ray: Annotated[bool, typer.Option("--ray", help="Corpus: run as a Ray Data job.")] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default: start a local one).")
+    ] = None,
+    actors: Annotated[int, typer.Option(help="Ray: encoder actors.")] = 2,
+    chunk_tokens: Annotated[int, typer.Option(help="Corpus: longest chunk, in tokens.")] = 256,
+    chunk_overlap: Annotated[int, typer.Option(help="Corpus: tokens shared by consecutive chunks.")] = 32,
 ) -> None:
-    """Embed every line of a text or JSONL file into a .npy matrix or JSONL {id, embedding} rows."""
-    if output.suffix not in (".npy", ".jsonl"):
-        raise typer.BadParameter("output must end in .npy or .jsonl", param_hint="--output")
+    """Embed each line of a file into .npy/.jsonl, or a corpus of documents into Parquet shards.
+
+    Corpus mode (output is a folder): documents from a folder, .jsonl ({id, text, title?, metadata?}) or
+    .parquet are chunked as the index does and written as Parquet shards that `dec2vec index add` loads.
+    """
+    if output.suffix in (".npy", ".jsonl"):
+        if input.is_dir():
+            raise _fail(f"{input} is a folder: embed a corpus into a folder of Parquet shards (-o DIR)")
+        _embed_lines(input, output, _load(model, attention, pooling, dtype), prompt_name, field, batch_size)
+        return
+    from dec2vec import corpus
+
+    try:
+        index, count = (int(part) for part in shard.split("/"))
+    except ValueError as err:
+        raise _fail(f"--shard {shard!r}: expected i/N, e.g. 0/4") from err
+    try:
+        documents = corpus.read_corpus([input])
+    except ValueError as err:
+        raise _fail(str(err)) from err
+    encoder = _load(model, attention, pooling, dtype)
+    chunking = {"chunk_tokens": chunk_tokens, "chunk_overlap": chunk_overlap}
+    if ray:
+        paths = corpus.embed_with_ray(encoder, documents, output, actors=actors, address=address, **chunking)
+    else:
+        try:
+            paths = [corpus.embed_shard(encoder, documents, output, (index, count), **chunking)]
+        except ValueError as err:
+            raise _fail(str(err)) from err
+    console.print(f"embedded {len(documents)} documents into {len(paths)} Parquet shard(s) in {output}")
+
+
+def _embed_lines(
+    input: Path, output: Path, encoder: Encoder, prompt_name: str | None, field: str, batch_size: int
+) -> None:
     try:
         texts, ids = read_texts(input, field)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--input") from err
-    encoder = _load(model, attention, pooling, dtype)
     vectors = encoder.encode(texts, prompt_name=prompt_name, batch_size=batch_size, show_progress=True)
     if output.suffix == ".npy":
         np.save(output, vectors)
@@ -243,11 +294,15 @@ def index_add(
     batch_size: Annotated[int, typer.Option(help="Documents per transaction.")] = 256,
 ) -> None:
     """Add or update documents (by id; unchanged ones are skipped). JSONL: {id, text, title?, metadata?}."""
+    from dec2vec import corpus
     from dec2vec.search import read_documents
     from dec2vec.search.store import QUANTIZATIONS
 
     if quantization not in QUANTIZATIONS:
         raise _fail(f"--quantization must be one of {', '.join(QUANTIZATIONS)}")
+    if any((path / corpus.ENCODER_FILE).exists() for path in paths):  # Parquet shards: no model needed
+        _index_shards(db, paths, quantization, batch_size)
+        return
     try:
         documents = list(read_documents(paths))
     except ValueError as err:
@@ -268,6 +323,21 @@ def index_add(
         f"{report.updated} updated, {report.added} added, {report.unchanged} unchanged ({report.chunks} "
         f"chunks embedded); {db} now holds {total['documents']} documents in {total['chunks']} chunks"
     )
+
+
+def _index_shards(db: str, paths: list[Path], quantization: str, batch_size: int) -> None:
+    from dec2vec import corpus
+
+    with _open_index(db, None, None, None, "float32", quantization=quantization) as index:
+        for path in paths:
+            try:
+                report = corpus.load_shards(index, path, batch_size=batch_size)
+            except ValueError as err:  # an encoder mismatch, a folder that holds no shards
+                raise _fail(str(err)) from err
+            console.print(
+                f"{path}: {report.updated} updated, {report.added} added, {report.unchanged} unchanged "
+                f"({report.chunks} chunks loaded)"
+            )
 
 
 @index_app.command("stats")

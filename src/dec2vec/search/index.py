@@ -68,6 +68,20 @@ class Hit:
 
 
 @dataclass
+class Embedded:
+    """A document with its chunks and their vectors, computed elsewhere (``dec2vec embed`` shards)."""
+
+    document: Document
+    content_hash: str
+    chunks: list[str]
+    vectors: np.ndarray
+
+
+def _doc(item: Document | Embedded) -> Document:
+    return item.document if isinstance(item, Embedded) else item
+
+
+@dataclass
 class IngestReport:
     added: int = 0
     updated: int = 0
@@ -128,9 +142,33 @@ class Index:
         """
         if self.store.info() is None:
             self.store.create(encoder_info(self.encoder), self.quantization)
+        return self._ingest(documents, batch_size, show_progress)
+
+    def add_embedded(
+        self,
+        items: Iterable[Embedded],
+        info: Mapping[str, Any],
+        *,
+        batch_size: int = 256,
+        show_progress: bool | None = None,
+    ) -> IngestReport:
+        """Like ``add``, for documents whose chunks and vectors were computed elsewhere (``dec2vec embed``
+        shards) by the encoder ``info`` describes; no model is loaded."""
+        recorded = self.store.info()
+        if recorded is None:
+            self.store.create({k: info[k] for k in ("spec", "dim", "fingerprint")}, self.quantization)
+        elif recorded["fingerprint"] != info["fingerprint"]:
+            raise EncoderMismatchError(
+                f"{self.location} holds vectors from {recorded['spec']}; these were made by {info['spec']}"
+            )
+        return self._ingest(items, batch_size, show_progress)
+
+    def _ingest(
+        self, items: Iterable[Document | Embedded], batch_size: int, show_progress: bool | None
+    ) -> IngestReport:
         report = IngestReport()
-        iterator = iter(documents)
-        total = len(documents) if isinstance(documents, Sized) else None
+        iterator = iter(items)
+        total = len(items) if isinstance(items, Sized) else None
         bar = tqdm(desc="indexing", unit="doc", total=total, disable=show_progress is False)
         try:
             while batch := list(islice(iterator, batch_size)):
@@ -139,16 +177,25 @@ class Index:
             bar.close()
         return report
 
-    def _add_batch(self, batch: list[Document], report: IngestReport, bar: tqdm) -> None:
-        latest = {doc.id: doc for doc in batch}  # a repeated id within a batch: the last one wins
+    def _add_batch(self, batch: list[Document | Embedded], report: IngestReport, bar: tqdm) -> None:
+        latest = {_doc(item).id: item for item in batch}  # a repeated id within a batch: the last one wins
         stored = self.store.hashes(list(latest))
-        hashes = {doc_id: doc.content_hash() for doc_id, doc in latest.items()}
-        changed = [doc for doc_id, doc in latest.items() if stored.get(doc_id) != hashes[doc_id]]
+        hashes = {
+            doc_id: item.content_hash if isinstance(item, Embedded) else item.content_hash()
+            for doc_id, item in latest.items()
+        }
+        changed = [item for doc_id, item in latest.items() if stored.get(doc_id) != hashes[doc_id]]
         report.unchanged += len(latest) - len(changed)
         bar.update(len(batch) - len(changed))
         with self.store.transaction():
-            for start in range(0, len(changed), EMBED_DOCUMENTS):  # embed many documents' chunks at once
-                group = changed[start : start + EMBED_DOCUMENTS]
+            for item in changed:
+                if isinstance(item, Embedded):
+                    self.store.put(item.document, item.content_hash, item.chunks, item.vectors)
+                    report.chunks += len(item.chunks)
+                    bar.update()
+            raw = [item for item in changed if isinstance(item, Document)]
+            for start in range(0, len(raw), EMBED_DOCUMENTS):  # embed many documents' chunks at once
+                group = raw[start : start + EMBED_DOCUMENTS]
                 chunks = [self._chunks(doc) for doc in group]
                 passages = [passage(doc.title, c) for doc, cs in zip(group, chunks, strict=True) for c in cs]
                 vectors = self.encoder.encode_documents(passages, show_progress=False)
@@ -160,8 +207,8 @@ class Index:
                     offset += len(doc_chunks)
                 report.chunks += offset
                 bar.update(len(group))
-        report.updated += sum(doc.id in stored for doc in changed)
-        report.added += sum(doc.id not in stored for doc in changed)
+        report.updated += sum(_doc(item).id in stored for item in changed)
+        report.added += sum(_doc(item).id not in stored for item in changed)
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Delete documents by id (one transaction); returns how many were present."""
