@@ -42,6 +42,7 @@ MODES = {
     "lexical": {"mode": "lexical"},
     "dense": {"mode": "dense"},
     "hybrid": {"mode": "hybrid"},
+    "hybrid, dense weight 0.5": {"mode": "hybrid", "weights": {"dense": 0.5}},
     "hybrid + maxsim": {"mode": "hybrid", "rerank": "maxsim", "rerank_candidates": 20},
 }
 console = Console(width=220)

@@ -271,3 +271,15 @@ def test_a_second_writer_gets_a_clear_error_while_an_ingest_holds_the_lock(encod
                 second.add(corpus(10), show_progress=False)
             assert [h.id for h in second.search(SENTENCES[2], mode="lexical", k=1)] == ["d2"]  # reads go on
         assert second.add(corpus(10), show_progress=False).added == 5
+
+
+def test_a_document_with_a_title_and_no_text_is_indexed_by_its_title(index, tmp_path):
+    (tmp_path / "beir.jsonl").write_text(
+        json.dumps({"_id": "t1", "title": "Aerodynamic heating of slender wings", "text": ""}) + "\n"
+        + json.dumps({"_id": "t2", "title": "", "text": ""}) + "\n"
+    )  # fmt: skip
+    with pytest.raises(DataFormatError, match=r"beir.jsonl:2: 'text' and 'title' are both empty"):
+        list(read_documents([tmp_path / "beir.jsonl"]))
+    index.add([Document("t1", "", "Aerodynamic heating of slender wings")], show_progress=False)
+    index.store.check()
+    assert index.search("aerodynamic heating", mode="lexical")[0].id == "t1"

@@ -41,8 +41,8 @@ def read_corpus(paths: Sequence[str | Path]) -> list[Document]:
         for number, row in enumerate(table.to_pylist()):
             metadata = row.get("metadata") or {}
             metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
-            if not isinstance(row["text"], str) or not row["text"].strip():
-                raise DataFormatError(f"{path}: row {number}: 'text' must be a non-empty string")
+            if not isinstance(row["text"], str) or not (row["text"].strip() or row.get("title")):
+                raise DataFormatError(f"{path}: row {number}: expected a string 'text' (or a title)")
             out.append(Document(str(row["id"]), row["text"], row.get("title") or "", metadata))
     return out
 

@@ -20,7 +20,7 @@ def chunk_text(
         "offset_mapping"
     ]
     if len(offsets) <= max_tokens:
-        return [text] if text.strip() else []
+        return [text]  # a blank text stays one (empty) chunk: its document's title carries it
     chunks = []
     step = max_tokens - overlap
     for start in range(0, len(offsets), step):

@@ -34,8 +34,8 @@ def _check_jsonl(row: dict[str, Any]) -> str | None:
     doc_id = row.get("id", row.get("_id"))
     if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
         return "expected an 'id' (string or integer; BEIR's '_id' works too)"
-    if not row["text"].strip():
-        return "'text' is empty"
+    if not row["text"].strip() and not str(row.get("title", "")).strip():
+        return "'text' and 'title' are both empty"
     if not isinstance(row.get("title", ""), str):
         return "'title' must be a string"
     if not isinstance(row.get("metadata", {}), dict):
