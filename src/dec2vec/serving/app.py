@@ -182,7 +182,9 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
     state: dict[str, Any] = {"index": None}
 
     def encode(texts: list[str], prompt_name: str | None) -> np.ndarray:
-        return encoder.encode(texts, prompt_name=prompt_name, batch_size=len(texts), show_progress=False)
+        # One forward pass per micro-batch; a single large request is cut into passes of 64 texts.
+        size = min(len(texts), 64)
+        return encoder.encode(texts, prompt_name=prompt_name, batch_size=size, show_progress=False)
 
     batcher = MicroBatcher(
         encode, model_thread, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
