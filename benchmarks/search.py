@@ -30,7 +30,7 @@ from rich.table import Table
 
 from dec2vec.evaluation.data import read_beir
 from dec2vec.evaluation.models import load_model
-from dec2vec.search import Document, Index, read_documents
+from dec2vec.search import Document, Index
 from dec2vec.search.filters import normalize
 from dec2vec.search.index import encoder_info
 from dec2vec.search.store import open_store
@@ -46,6 +46,16 @@ MODES = {
     "hybrid + maxsim": {"mode": "hybrid", "rerank": "maxsim", "rerank_candidates": 20},
 }
 console = Console(width=220)
+
+
+def beir_documents(path: Path) -> list[Document]:
+    """A BEIR corpus as documents, leaving out the few with neither title nor text (Cranfield has two)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        Document(r["_id"], r["text"], r.get("title") or "")
+        for r in rows
+        if r["text"].strip() or r.get("title")
+    ]
 
 
 def ndcg10(index: Index, queries: dict[str, str], qrels: dict, options: dict) -> float:
@@ -67,7 +77,7 @@ def quality(specs: dict[str, str], out: Path, max_queries: int) -> list[dict]:
             queries = dict(list(beir.queries.items())[:max_queries])
             with Index(str(out / f"{dataset}-{label}.db"), encoder) as index:
                 start = time.perf_counter()
-                report = index.add(read_documents([folder / "corpus.jsonl"]))
+                report = index.add(beir_documents(folder / "corpus.jsonl"))
                 ingest = time.perf_counter() - start
                 row = {"dataset": dataset, "encoder": label, "queries": len(queries)}
                 row["chunks"] = index.stats()["chunks"]
