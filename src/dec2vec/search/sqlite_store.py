@@ -132,9 +132,12 @@ class SqliteStore:
 
     def _delete_chunks(self, doc_ids: Sequence[str]) -> None:
         ids = json.dumps(list(doc_ids))
-        chunk_ids = "SELECT id FROM chunks WHERE doc_id IN (SELECT value FROM json_each(?))"
-        self.db.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({chunk_ids})", (ids,))
-        self.db.execute(f"DELETE FROM chunks_vec WHERE rowid IN ({chunk_ids})", (ids,))
+        rows = self.db.execute(
+            "SELECT id FROM chunks WHERE doc_id IN (SELECT value FROM json_each(?))", (ids,)
+        ).fetchall()
+        # By rowid one at a time: an IN (subquery) makes vec0 and FTS5 scan the whole table.
+        self.db.executemany("DELETE FROM chunks_fts WHERE rowid = ?", rows)
+        self.db.executemany("DELETE FROM chunks_vec WHERE rowid = ?", rows)
         self.db.execute("DELETE FROM chunks WHERE doc_id IN (SELECT value FROM json_each(?))", (ids,))
 
     def put(self, doc: Document, content_hash: str, chunks: list[str], vectors: np.ndarray) -> None:
