@@ -19,9 +19,8 @@ import pyarrow.parquet as pq
 
 from dec2vec.evaluation.models import load_model
 from dec2vec.files import DataFormatError
-from dec2vec.search.chunking import chunk_text
 from dec2vec.search.documents import Document, read_documents
-from dec2vec.search.index import Embedded, Index, IngestReport, SearchEncoder, encoder_info, passage
+from dec2vec.search.index import Embedded, Index, IngestReport, SearchEncoder, chunk_and_embed, encoder_info
 
 ENCODER_FILE = "dec2vec_encoder.json"
 COLUMNS = ("id", "chunk", "text", "title", "metadata", "hash")
@@ -50,20 +49,17 @@ def read_corpus(paths: Sequence[str | Path]) -> list[Document]:
 def embed_documents(
     encoder: SearchEncoder, documents: Sequence[Document], chunk_tokens: int = 256, chunk_overlap: int = 32
 ) -> dict[str, list]:
-    """Column lists (``COLUMNS`` + ``vector``) for the chunks of ``documents``, embedded as documents."""
-    columns: dict[str, list] = {name: [] for name in COLUMNS}
-    for doc in documents:
-        content_hash = doc.content_hash()
-        for number, text in enumerate(chunk_text(encoder.tokenizer, doc.text, chunk_tokens, chunk_overlap)):
-            for name, value in zip(
-                COLUMNS,
-                (doc.id, number, text, doc.title, json.dumps(doc.metadata), content_hash),
-                strict=True,
-            ):
+    """Column lists (``COLUMNS`` + ``vector``) for the chunks of ``documents``, cut and embedded as
+    ``Index.add`` does."""
+    columns: dict[str, list] = {name: [] for name in (*COLUMNS, "vector")}
+    embedded = chunk_and_embed(encoder, documents, chunk_tokens, chunk_overlap)
+    for doc, (chunks, vectors) in zip(documents, embedded, strict=True):
+        content_hash, metadata = doc.content_hash(), json.dumps(doc.metadata)
+        for number, (text, vector) in enumerate(zip(chunks, vectors, strict=True)):
+            row = {"id": doc.id, "chunk": number, "text": text, "title": doc.title, "metadata": metadata,
+                   "hash": content_hash, "vector": vector.astype(np.float32)}  # fmt: skip
+            for name, value in row.items():
                 columns[name].append(value)
-    passages = [passage(title, text) for title, text in zip(columns["title"], columns["text"], strict=True)]
-    vectors = encoder.encode_documents(passages, show_progress=False) if passages else np.zeros((0, 0))
-    columns["vector"] = list(vectors.astype(np.float32))
     return columns
 
 

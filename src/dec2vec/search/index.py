@@ -51,6 +51,25 @@ def passage(title: str, text: str) -> str:
     return f"{title}\n{text}" if title else text
 
 
+def chunk_and_embed(
+    encoder: SearchEncoder, documents: Sequence[Document], chunk_tokens: int, chunk_overlap: int
+) -> list[tuple[list[str], np.ndarray]]:
+    """Each document's chunks and their vectors, all chunks embedded in one ``encode_documents`` call.
+
+    The one place that decides how a document becomes vectors: ``Index.add`` and corpus shards share it.
+    """
+    if not documents:
+        return []
+    chunks = [chunk_text(encoder.tokenizer, doc.text, chunk_tokens, chunk_overlap) for doc in documents]
+    texts = [passage(doc.title, c) for doc, cs in zip(documents, chunks, strict=True) for c in cs]
+    vectors = encoder.encode_documents(texts, show_progress=False)
+    out, offset = [], 0
+    for doc_chunks in chunks:
+        out.append((doc_chunks, vectors[offset : offset + len(doc_chunks)]))
+        offset += len(doc_chunks)
+    return out
+
+
 @dataclass
 class Hit:
     """One document found: its best chunk, the final score, and its rank under each retriever/reranker."""
@@ -110,12 +129,8 @@ class Index:
         self.chunk_tokens, self.chunk_overlap = chunk_tokens, chunk_overlap
         self._encoder: SearchEncoder | None = encoder
         recorded = self.store.info()
-        if recorded is not None and encoder is not None and encoder.fingerprint() != recorded["fingerprint"]:
-            raise EncoderMismatchError(
-                f"{location} holds vectors from another encoder ({recorded['spec']}, {recorded['dim']} "
-                f"dims) than {encoder.spec} ({encoder.dim} dims, other weights or settings). Search it "
-                "with its own encoder (leave --model out) or index into a new location."
-            )
+        if recorded is not None and encoder is not None:
+            self._refuse_another(recorded, encoder.spec, encoder.dim, encoder.fingerprint())
 
     @property
     def encoder(self) -> SearchEncoder:
@@ -128,9 +143,6 @@ class Index:
         return self._encoder
 
     # ---- writing --------------------------------------------------------------------------------------
-
-    def _chunks(self, doc: Document) -> list[str]:
-        return chunk_text(self.encoder.tokenizer, doc.text, self.chunk_tokens, self.chunk_overlap)
 
     def add(
         self, documents: Iterable[Document], *, batch_size: int = 256, show_progress: bool | None = None
@@ -157,11 +169,18 @@ class Index:
         recorded = self.store.info()
         if recorded is None:
             self.store.create({k: info[k] for k in ("spec", "dim", "fingerprint")}, self.quantization)
-        elif recorded["fingerprint"] != info["fingerprint"]:
-            raise EncoderMismatchError(
-                f"{self.location} holds vectors from {recorded['spec']}; these were made by {info['spec']}"
-            )
+        else:
+            self._refuse_another(recorded, info["spec"], info["dim"], info["fingerprint"])
         return self._ingest(items, batch_size, show_progress)
+
+    def _refuse_another(self, recorded: Mapping[str, Any], spec: str, dim: int, fingerprint: str) -> None:
+        """Raise unless the vectors at hand come from the encoder this index recorded."""
+        if fingerprint != recorded["fingerprint"]:
+            raise EncoderMismatchError(
+                f"{self.location} holds vectors from another encoder ({recorded['spec']}, {recorded['dim']} "
+                f"dims) than {spec} ({dim} dims, other weights or settings). Search it with its own "
+                "encoder (leave --model out) or index into a new location."
+            )
 
     def _ingest(
         self, items: Iterable[Document | Embedded], batch_size: int, show_progress: bool | None
@@ -196,16 +215,10 @@ class Index:
             raw = [item for item in changed if isinstance(item, Document)]
             for start in range(0, len(raw), EMBED_DOCUMENTS):  # embed many documents' chunks at once
                 group = raw[start : start + EMBED_DOCUMENTS]
-                chunks = [self._chunks(doc) for doc in group]
-                passages = [passage(doc.title, c) for doc, cs in zip(group, chunks, strict=True) for c in cs]
-                vectors = self.encoder.encode_documents(passages, show_progress=False)
-                offset = 0
-                for doc, doc_chunks in zip(group, chunks, strict=True):
-                    self.store.put(
-                        doc, hashes[doc.id], doc_chunks, vectors[offset : offset + len(doc_chunks)]
-                    )
-                    offset += len(doc_chunks)
-                report.chunks += offset
+                embedded = chunk_and_embed(self.encoder, group, self.chunk_tokens, self.chunk_overlap)
+                for doc, (chunks, vectors) in zip(group, embedded, strict=True):
+                    self.store.put(doc, hashes[doc.id], chunks, vectors)
+                    report.chunks += len(chunks)
                 bar.update(len(group))
         report.updated += sum(_doc(item).id in stored for item in changed)
         report.added += sum(_doc(item).id not in stored for item in changed)
