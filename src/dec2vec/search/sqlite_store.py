@@ -68,6 +68,7 @@ class SqliteStore:
         self.path = str(path)
         self.db = _connect(self.path)
         self._in_transaction = False
+        self._quantization: Quantization | None = None
 
     # ---- setup ----------------------------------------------------------------------------------------
 
@@ -80,8 +81,13 @@ class SqliteStore:
 
     @property
     def quantization(self) -> Quantization:
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'quantization'").fetchone()
-        return row[0] if row else "float32"
+        """Fixed when the index is created; read once (every put and every dense query asks)."""
+        if self._quantization is None:
+            if self.info() is None:
+                return "float32"
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'quantization'").fetchone()
+            self._quantization = row[0] if row else "float32"
+        return self._quantization
 
     def create(self, info: dict[str, Any], quantization: Quantization) -> None:
         dim = int(info["dim"])
