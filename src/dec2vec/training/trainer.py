@@ -388,7 +388,7 @@ class StageTrainer:
         self._stop_signal = signum
         log.warning("signal %d: finishing this step, then writing a checkpoint", signum)
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self, rng_states: list[torch.Tensor]) -> dict[str, Any]:
         trainable = {
             n: p.detach().clone() for n, p in self._trainable_modules().named_parameters() if p.requires_grad
         }
@@ -399,15 +399,15 @@ class StageTrainer:
             "latent": self.encoder.latent.state_dict() if self.encoder.latent is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "torch_rng": distributed.gather_objects(torch.get_rng_state()),  # one per process
+            "torch_rng": rng_states,  # one per process
             "generator": self.generator.get_state(),
         }
 
     def _checkpoint(self) -> None:
-        state = self._state()  # every process takes part (RNG states are gathered); the main one writes
-        if distributed.is_main():
+        rng_states = distributed.gather_objects(torch.get_rng_state())  # every process takes part
+        if distributed.is_main():  # only the main one builds and writes the state
             tmp = self.dir / f"{CHECKPOINT}.tmp"
-            torch.save(state, tmp)
+            torch.save(self._state(rng_states), tmp)
             os.replace(tmp, self.dir / CHECKPOINT)  # atomic: a crash mid-write keeps the previous one
         distributed.barrier()
 
