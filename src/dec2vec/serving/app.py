@@ -309,12 +309,11 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         leave = threading.Event()
-        max_new = min(options.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
 
         def pump() -> None:
             stream: Iterator[str] = encoder.generate_stream(
                 prompt,
-                max_new_tokens=max_new,
+                max_new_tokens=max_new_tokens(options),
                 chat=chat,
                 temperature=options.temperature,
                 top_p=options.top_p,
@@ -349,9 +348,11 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
             "total_tokens": prompt_tokens + completion_tokens,
         }
 
-    def finish_reason(completion: str, options: GenerationOptions) -> str:
-        max_new = min(options.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
-        return "length" if encoder.count_tokens([completion])[0] >= max_new else "stop"
+    def max_new_tokens(options: GenerationOptions) -> int:
+        return min(options.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
+
+    def finish_reason(completion_tokens: int, options: GenerationOptions) -> str:
+        return "length" if completion_tokens >= max_new_tokens(options) else "stop"
 
     def sse(chunks: AsyncIterator[dict]) -> StreamingResponse:
         async def events() -> AsyncIterator[str]:
@@ -381,11 +382,13 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
         }
         if not body.stream:
             text = "".join([piece async for piece in pieces(prompt, body, chat)])
+            counts = usage(prompt_text, text)
+            finish = finish_reason(counts["completion_tokens"], body)
             return {
                 **head,
                 "object": kind,
-                "choices": [choice(chat, text, finish_reason(text, body), streamed=False)],
-                "usage": usage(prompt_text, text),
+                "choices": [choice(chat, text, finish, streamed=False)],
+                "usage": counts,
             }
         kind += ".chunk" if chat else ""
 
@@ -394,7 +397,7 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
             async for piece in pieces(prompt, body, chat):
                 text += piece
                 yield {**head, "object": kind, "choices": [choice(chat, piece, None, streamed=True)]}
-            finish = finish_reason(text, body)
+            finish = finish_reason(encoder.count_tokens([text])[0], body)
             yield {**head, "object": kind, "choices": [choice(chat, "", finish, streamed=True)]}
 
         return sse(chunks())
