@@ -1,11 +1,13 @@
-"""Scale-out on this machine: training throughput with 1 vs 2 processes, and GradCache's peak memory.
+"""Scale-out on this machine: training throughput with 1 vs 2 processes, GradCache's and FSDP's peak memory.
 
     python benchmarks/scale.py [--model smollm2-135m] [--steps 6]
 
 Each configuration trains a supervised LoRA stage on the bundled SNLI triplets in a fresh process (or two,
 under torchrun with gloo), and reports examples/s (from the stage log, first step excluded) and the peak
 resident memory of the training process (per process under torchrun). GradCache rows use a 4x larger
-batch in chunks of the full-batch row's size. Prints a table, writes benchmarks/results/scale.json.
+batch in chunks of the full-batch row's size. The last two rows fine-tune all weights (no LoRA) on 2
+processes, replicated (DDP-style) and with FSDP (decoder layers, their gradients and Adam state sharded).
+Prints a table, writes benchmarks/results/scale.json.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ data = ["builtin:demo_triplets.jsonl"]
 steps = {steps}
 batch_size = {batch}
 grad_cache_chunk = {chunk}
+lora = {lora}
+fsdp = {fsdp}
 learning_rate = 1e-4
 max_length = 64
 checkpoint_every = 1000
@@ -49,10 +53,20 @@ def child(recipe: str, model: str, out: str) -> None:
     print(json.dumps({"rank": distributed.rank(), "peak_mib": round(peak)}), flush=True)
 
 
-def run(model: str, steps: int, batch: int, chunk: int, processes: int, threads: int) -> dict:
+def run(
+    model: str,
+    steps: int,
+    batch: int,
+    chunk: int,
+    processes: int,
+    threads: int,
+    lora: bool = True,
+    fsdp: bool = False,
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         recipe = Path(tmp) / "recipe.toml"
-        recipe.write_text(RECIPE.format(steps=steps, batch=batch, chunk=chunk))
+        options = {"lora": str(lora).lower(), "fsdp": str(fsdp).lower()}
+        recipe.write_text(RECIPE.format(steps=steps, batch=batch, chunk=chunk, **options))
         script = [__file__, "--child", str(recipe), model, str(Path(tmp) / "out")]
         if processes > 1:
             with socket.socket() as probe:
@@ -71,6 +85,7 @@ def run(model: str, steps: int, batch: int, chunk: int, processes: int, threads:
     return {
         "processes": processes,
         "threads each": threads,
+        "weights trained": "LoRA" if lora else "all" + (", FSDP" if fsdp else ""),
         "batch per process": batch,
         "grad_cache_chunk": chunk or "—",
         "effective batch": batch * processes,
@@ -93,6 +108,8 @@ def main() -> None:
         run(args.model, args.steps, b // 2, 0, processes=2, threads=1),  # same global batch, 2 processes
         run(args.model, args.steps, 4 * b, 0, processes=1, threads=2),  # 4x batch, all at once
         run(args.model, args.steps, 4 * b, b, processes=1, threads=2),  # 4x batch through GradCache
+        run(args.model, args.steps, b // 2, 0, processes=2, threads=1, lora=False),  # full fine-tuning
+        run(args.model, args.steps, b // 2, 0, processes=2, threads=1, lora=False, fsdp=True),
     ]
     table = Table(*rows[0].keys(), title=f"training scale-out, {args.model}, 2 CPU cores")
     for row in rows:

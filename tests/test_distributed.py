@@ -8,13 +8,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from conftest import SENTENCES
 
 from dec2vec import Encoder
 
 
-def _recipe(tmp_path, batch_size: int, steps: int = 6):
+def _recipe(tmp_path, batch_size: int, steps: int = 6, stage_options: str = ""):
     pairs = tmp_path / "pairs.jsonl"
     rows = [
         {"query": SENTENCES[i], "positive": SENTENCES[i + 1], "negative": SENTENCES[i + 2]} for i in range(64)
@@ -34,6 +35,7 @@ learning_rate = 1e-3
 max_length = 32
 bf16 = false
 checkpoint_every = 2
+{stage_options}
 """
     )
     return path
@@ -53,22 +55,30 @@ def _train(recipe, model, out, processes: int, *extra: str) -> subprocess.Popen:
     )
 
 
-def _finish(process) -> None:
+def _finish(process) -> str:
     output = process.communicate(timeout=300)[0].decode()
     assert process.returncode == 0, output[-3000:]
+    return output
 
 
 def _weights(path):
     return {k: v.clone() for k, v in Encoder.load(path).model.state_dict().items()}
 
 
+@pytest.mark.parametrize(
+    "stage_options",
+    ["", "fsdp = true", "fsdp = true\nlora = false"],
+    ids=["ddp-lora", "fsdp-lora", "fsdp-full"],
+)
 def test_two_processes_train_like_one_with_their_batches_together_and_resume_after_a_kill(
-    make_tiny_checkpoint, tmp_path
+    make_tiny_checkpoint, tmp_path, stage_options
 ):
     model = str(make_tiny_checkpoint("llama"))
-    _finish(_train(_recipe(tmp_path, 8), model, tmp_path / "one", 1))
-    two_recipe = _recipe(tmp_path, 4)  # 4 per process: the same global batches of 8
-    _finish(_train(two_recipe, model, tmp_path / "two", 2))
+    _finish(_train(_recipe(tmp_path, 8, stage_options=stage_options), model, tmp_path / "one", 1))
+    # 4 per process: the same global batches of 8 (with FSDP each process holds half of every layer)
+    two_recipe = _recipe(tmp_path, 4, stage_options=stage_options)
+    output = _finish(_train(two_recipe, model, tmp_path / "two", 2))
+    assert ("FSDP over 2" in output) == ("fsdp" in stage_options)  # the layers really were sharded
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     changed = 0
     for name, value in one.items():  # gathered negatives + averaged gradients = one process, batch 8

@@ -75,6 +75,7 @@ class StageConfig:
     dropout: float = 0.0  # the model's own dropout (attention, hidden) while training, e.g. 0.1-0.3
     residual_dropout: float = 0.0  # dropout on each layer's residual update (see add_residual_dropout)
     global_negatives: bool = True  # distributed runs: every process's keys are negatives (all-gather)
+    fsdp: bool = False  # distributed runs: shard decoder layers, their gradients and optimizer state (FSDP2)
     grad_cache_chunk: int = 0  # >0: contrastive batches embedded in chunks of this size (GradCache)
     lambda_rep: float = 1.0
     lambda_gen: float = 1.0
@@ -217,6 +218,9 @@ class StageTrainer:
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=no_reentrant)
             model.enable_input_require_grads()
+        self.sharded = config.fsdp and self.world > 1
+        if self.sharded:
+            distributed.shard_decoder_layers(model)
         trainable = [p for p in self._trainable_modules().parameters() if p.requires_grad]
         if encoder.latent is not None:
             trainable += list(encoder.latent.parameters())
@@ -320,10 +324,11 @@ class StageTrainer:
         log_file = None  # the main process logs
         if distributed.is_main():
             log_file = (self.dir / "log.jsonl").open("a" if self.step else "w")
+        sharding = f", FSDP over {self.world}" if self.sharded else ""
         bar = tqdm(
             total=c.steps,
             initial=self.step,
-            desc=f"{c.name} ({c.objective})",
+            desc=f"{c.name} ({c.objective}{sharding})",
             dynamic_ncols=True,
             disable=not distributed.is_main(),
         )
@@ -337,7 +342,7 @@ class StageTrainer:
                     loss.backward()
                     total += loss.item()
                 distributed.average_gradients(self.params)
-                torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
+                distributed.clip_grad_norm(self.params, c.max_grad_norm)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -389,15 +394,21 @@ class StageTrainer:
         log.warning("signal %d: finishing this step, then writing a checkpoint", signum)
 
     def _state(self, rng_states: list[torch.Tensor]) -> dict[str, Any]:
+        """What a checkpoint holds; FSDP shards are gathered whole, so resuming works with any sharding."""
+        full = distributed.full_tensor
         trainable = {
-            n: p.detach().clone() for n, p in self._trainable_modules().named_parameters() if p.requires_grad
+            n: full(p.detach()).clone()
+            for n, p in self._trainable_modules().named_parameters()
+            if p.requires_grad
         }
+        optimizer = self.optimizer.state_dict()
+        optimizer["state"] = {i: {k: full(v) for k, v in s.items()} for i, s in optimizer["state"].items()}
         return {
             "step": self.step,
             "config": asdict(self.config),
             "trainable": trainable,
             "latent": self.encoder.latent.state_dict() if self.encoder.latent is not None else None,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": rng_states,  # one per process
             "generator": self.generator.get_state(),
@@ -405,9 +416,11 @@ class StageTrainer:
 
     def _checkpoint(self) -> None:
         rng_states = distributed.gather_objects(torch.get_rng_state())  # every process takes part
-        if distributed.is_main():  # only the main one builds and writes the state
+        # Only the main process builds and writes the state, unless gathering FSDP shards needs them all.
+        state = self._state(rng_states) if self.sharded or distributed.is_main() else None
+        if distributed.is_main():
             tmp = self.dir / f"{CHECKPOINT}.tmp"
-            torch.save(self._state(rng_states), tmp)
+            torch.save(state, tmp)
             os.replace(tmp, self.dir / CHECKPOINT)  # atomic: a crash mid-write keeps the previous one
         distributed.barrier()
 
@@ -422,10 +435,13 @@ class StageTrainer:
         params = dict(self._trainable_modules().named_parameters())
         with torch.no_grad():
             for name, value in state["trainable"].items():
-                params[name].copy_(value)
+                params[name].copy_(distributed.shard_like(value, params[name]))
         if state["latent"] is not None:
             self.encoder.latent.load_state_dict(state["latent"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for param, moments in self.optimizer.state.items():
+            for key, value in moments.items():
+                moments[key] = distributed.shard_like(value, param)
         self.scheduler.load_state_dict(state["scheduler"])
         if len(state["torch_rng"]) != self.world:
             raise ValueError(
@@ -446,10 +462,20 @@ class StageTrainer:
         if self.config.gradient_checkpointing:
             model = self.encoder.model
             getattr(model, "activation_checkpointing_disable", model.gradient_checkpointing_disable)()
+        if self.sharded:
+            self._unshard()
         if self.peft is not None:
             self.encoder.model = self.peft.merge_and_unload()
         if distributed.is_main():
             self._plot_loss()
+
+    def _unshard(self) -> None:
+        """Every process gets the whole trained model back, to merge, save and use like an unsharded one."""
+        if self.peft is None:
+            self.encoder.model = distributed.unsharded(self.encoder.model, self.encoder.model, lambda m: m)
+            return
+        lora = self.peft.peft_config["default"]
+        self.peft = distributed.unsharded(self.peft, self.encoder.model, lambda m: get_peft_model(m, lora))
 
     def _plot_loss(self) -> None:
         import matplotlib
