@@ -41,13 +41,18 @@ checkpoint_every = 2
     return path
 
 
-def _train(recipe, model, out, processes: int, *extra: str) -> subprocess.Popen:
+def _train(recipe, model, out, processes: int, *extra: str, launcher: str = "torchrun") -> subprocess.Popen:
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-                "--master-port", str(port)] if processes > 1 else [sys.executable]  # fmt: skip
-    command = [*launcher, "-m", "dec2vec", "train", "--recipe", str(recipe), "--model", model,
+        port = str(probe.getsockname()[1])
+    launchers = {
+        "torchrun": ["-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+                     "--master-port", port],
+        "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                       "--main_process_port", port],
+    }  # fmt: skip
+    launch = [sys.executable, *(launchers[launcher] if processes > 1 else [])]
+    command = [*launch, "-m", "dec2vec", "train", "--recipe", str(recipe), "--model", model,
                "--out", str(out), *extra]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
@@ -66,18 +71,18 @@ def _weights(path):
 
 
 @pytest.mark.parametrize(
-    "stage_options",
-    ["", "fsdp = true", "fsdp = true\nlora = false"],
-    ids=["ddp-lora", "fsdp-lora", "fsdp-full"],
+    ("stage_options", "launcher"),
+    [("", "torchrun"), ("fsdp = true", "accelerate"), ("fsdp = true\nlora = false", "torchrun")],
+    ids=["ddp-lora", "fsdp-lora-accelerate", "fsdp-full"],
 )
 def test_two_processes_train_like_one_with_their_batches_together_and_resume_after_a_kill(
-    make_tiny_checkpoint, tmp_path, stage_options
+    make_tiny_checkpoint, tmp_path, stage_options, launcher
 ):
     model = str(make_tiny_checkpoint("llama"))
     _finish(_train(_recipe(tmp_path, 8, stage_options=stage_options), model, tmp_path / "one", 1))
     # 4 per process: the same global batches of 8 (with FSDP each process holds half of every layer)
     two_recipe = _recipe(tmp_path, 4, stage_options=stage_options)
-    output = _finish(_train(two_recipe, model, tmp_path / "two", 2))
+    output = _finish(_train(two_recipe, model, tmp_path / "two", 2, launcher=launcher))
     assert ("FSDP over 2" in output) == ("fsdp" in stage_options)  # the layers really were sharded
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     changed = 0
@@ -88,7 +93,7 @@ def test_two_processes_train_like_one_with_their_batches_together_and_resume_aft
     losses = [json.loads(line)["loss"] for line in (tmp_path / "two" / "01-sup" / "log.jsonl").open()]
     assert len(losses) == 6
 
-    killed = _train(two_recipe, model, tmp_path / "killed", 2)
+    killed = _train(two_recipe, model, tmp_path / "killed", 2, launcher=launcher)
     checkpoint = tmp_path / "killed" / "01-sup" / "checkpoint.pt"
     deadline = time.time() + 240
     while not checkpoint.exists() and time.time() < deadline:
@@ -97,7 +102,7 @@ def test_two_processes_train_like_one_with_their_batches_together_and_resume_aft
     os.killpg(killed.pid, signal.SIGKILL)  # torchrun and both workers, without warning
     killed.wait()
     assert 0 < torch.load(checkpoint, weights_only=False)["step"] < 6
-    _finish(_train(two_recipe, model, tmp_path / "killed", 2, "--resume"))
+    _finish(_train(two_recipe, model, tmp_path / "killed", 2, "--resume", launcher=launcher))
     resumed = _weights(tmp_path / "killed")
     for name, value in two.items():
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
