@@ -3,8 +3,9 @@
     python benchmarks/scale.py [--model smollm2-135m] [--steps 6]
 
 Each configuration trains a supervised LoRA stage on the bundled SNLI triplets in a fresh process (or two,
-under torchrun with gloo), and reports examples/s (from the stage log, first step excluded) and the peak
-resident memory of the training process (per process under torchrun). GradCache rows use a 4x larger
+under torchrun with gloo), and reports examples/s (from the stage log, first step excluded), the peak
+resident memory of the training process (per process under torchrun) and the training state each process
+holds (weights, gradients and Adam moments, from the stage log). GradCache rows use a 4x larger
 batch in chunks of the full-batch row's size. The last two rows fine-tune all weights (no LoRA) on 2
 processes, replicated (DDP-style) and with FSDP (decoder layers, their gradients and Adam state sharded).
 Prints a table, writes benchmarks/results/scale.json.
@@ -91,6 +92,7 @@ def run(
         "effective batch": batch * processes,
         "examples/s": round(examples / seconds, 2),
         "peak MiB per process": max(peaks),
+        "state MiB per process": round(max(row["state_mib"] for row in log)),
     }
 
 

@@ -4,8 +4,9 @@
 
 For each setting a fresh server process starts (`--max-batch 64` and `--max-batch 1`); N concurrent clients
 post one-sentence /v1/embeddings requests (STS-B dev sentences) for the given time. Reports requests/s,
-embeddings/s, p50/p99 latency, errors and the mean forward-pass batch size (from /metrics); prints a table
-and writes benchmarks/results/serve_load.json.
+embeddings/s, p50/p99 latency, errors and the mean forward-pass batch size (from /metrics). Then, without
+HTTP, times ``Encoder.encode`` on one sentence and on batches of the mean batch size: the ratio is the most
+micro-batching can gain on this hardware. Prints a table and writes benchmarks/results/serve_load.json.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from dec2vec import Encoder
 
 HERE = Path(__file__).resolve().parent
 STS = HERE.parents[1] / "shared" / "data" / "sts" / "stsb_dev.tsv"
@@ -93,6 +96,22 @@ def mean_batch(url: str) -> float:
     return round(total / count, 2) if count else 0.0
 
 
+def model_only(model: str, sentences: list[str], batch: int, seconds: float = 15) -> dict:
+    """Embeddings/s of ``Encoder.encode`` alone, one sentence per call and ``batch`` per call."""
+    encoder = Encoder.load(model, dtype="bfloat16")
+    rates = {}
+    for size in (1, batch):
+        encoder.encode(sentences[:size], batch_size=size)  # warm-up
+        done, start, i = 0, time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            encoder.encode(sentences[i : i + size], batch_size=size, show_progress=False)
+            done, i = done + size, (i + size) % (len(sentences) - size)
+        rates[size] = done / (time.perf_counter() - start)
+    return {"batch": batch, "embeddings_per_s_batch_1": round(rates[1], 1),
+            f"embeddings_per_s_batch_{batch}": round(rates[batch], 1),
+            "ceiling": round(rates[batch] / rates[1], 2)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -122,8 +141,10 @@ def main() -> None:
     console = Console(width=200)
     console.print(table)
     console.print(f"micro-batching: {speedup:.2f}x the embeddings/s of one request at a time")
+    alone = model_only(args.model, sentences, max(1, round(rows[0]["mean_batch"])))
+    console.print(f"the model alone, without HTTP: {alone}")
     out = {"model": args.model, "clients": args.clients, "seconds": args.seconds, "results": rows,
-           "speedup": round(speedup, 2)}  # fmt: skip
+           "speedup": round(speedup, 2), "model_only": alone}  # fmt: skip
     (HERE / "results" / "serve_load.json").write_text(json.dumps(out, indent=2) + "\n")
 
 

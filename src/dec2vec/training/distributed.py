@@ -118,6 +118,11 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
+def local_nbytes(tensor: torch.Tensor) -> int:
+    """Bytes this process holds of ``tensor`` (its shard, for an FSDP-sharded one)."""
+    return (tensor.to_local() if isinstance(tensor, DTensor) else tensor).nbytes
+
+
 def shard_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``value`` (whole, as checkpoints hold tensors) sharded the way ``like`` is; unchanged otherwise.
 

@@ -344,6 +344,7 @@ class StageTrainer:
                 distributed.average_gradients(self.params)
                 distributed.clip_grad_norm(self.params, c.max_grad_norm)
                 self.optimizer.step()
+                state_mib = self._state_bytes() / 2**20
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
@@ -362,6 +363,7 @@ class StageTrainer:
                                 "lr": lr,
                                 "examples_per_s": rate,
                                 "seconds": seconds,
+                                "state_mib": state_mib,
                             }
                         )
                         + "\n"
@@ -386,6 +388,13 @@ class StageTrainer:
                 hook.remove()
             model.eval()
         self._finish()
+
+    def _state_bytes(self) -> int:
+        """This process's share of weights, gradients and optimizer state (FSDP shrinks all three)."""
+        params = list(self.encoder.model.parameters()) + self.params  # latent pooling is outside the model
+        tensors = [*dict.fromkeys(params), *(p.grad for p in self.params if p.grad is not None)]
+        tensors += [v for moments in self.optimizer.state.values() for v in moments.values()]
+        return sum(distributed.local_nbytes(t) for t in tensors)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self._stop_signal is not None:  # a second Ctrl-C stops at once
