@@ -147,7 +147,7 @@ def unsharded(
         fresh = type(model)(model.config)
     for name, buffer in model.named_buffers():  # non-persistent buffers (rotary tables) are not in the state
         owner, _, attr = name.rpartition(".")
-        fresh.get_submodule(owner)._buffers[attr] = buffer
+        setattr(fresh.get_submodule(owner), attr, buffer)
     fresh.generation_config = model.generation_config
     wrapped = wrap(fresh)
     wrapped.load_state_dict(state, assign=True)

@@ -403,7 +403,7 @@ class StageTrainer:
         log.warning("signal %d: finishing this step, then writing a checkpoint", signum)
 
     def _state(self, rng_states: list[torch.Tensor]) -> dict[str, Any]:
-        """What a checkpoint holds; FSDP shards are gathered whole, so resuming works with any sharding."""
+        """What a checkpoint holds; FSDP shards are gathered whole, so the file is as without FSDP."""
         full = distributed.full_tensor
         trainable = {
             n: full(p.detach()).clone()
