@@ -1,11 +1,13 @@
 """Recipes on SmolLM2-135M: raw poolings vs each training recipe, STS-B dev and Cranfield, with training time.
 
-    python benchmarks/recipes.py [--only quick,llm2vec,supervised,grit] [--out benchmarks/runs]
+    python benchmarks/recipes.py [--only quick,llm2vec,supervised,llm2vec-supervised,grit] [--out DIR]
 
 Rows: raw causal last-token, raw causal mean, echo, bidirectional mean (no training), then after the quick
 recipe, after MNTP, after MNTP+SimCSE (the llm2vec recipe), after supervised training on the shared SNLI
-triplets + MRPC pairs (on top of llm2vec), and GRIT (with held-out perplexity before and after). Training
-runs resume if interrupted; finished runs are reused. Prints a table, writes benchmarks/results/recipes.json.
+triplets + MRPC pairs (on top of llm2vec), the whole llm2vec-supervised recipe (all three stages, timed end
+to end), and GRIT (with held-out perplexity before and after) next to its control: the same stage, data and
+steps without the generation loss. Training runs resume if interrupted; finished runs are reused. Prints a
+table, writes benchmarks/results/recipes.json.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,20 +30,20 @@ from rich.table import Table
 from dec2vec import Encoder
 from dec2vec.encoder import CONFIG_NAME
 from dec2vec.evaluation import build_task, evaluate
-from dec2vec.training.recipes import load_recipe, train
+from dec2vec.training.recipes import Recipe, load_recipe, train
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
 MODEL = "smollm2-135m"
 
 
-def timed_train(recipe: str, model: str, out: Path, data: list[str] | None = None) -> float:
+def timed_train(recipe: str | Recipe, model: str, out: Path, data: list[str] | None = None) -> float:
     """Train (or reuse a finished run); returns wall-clock seconds, recorded next to the run."""
     record = out / "train_seconds.json"
     if (out / CONFIG_NAME).exists() and record.exists():
         return json.loads(record.read_text())["seconds"]
     start = time.perf_counter()
-    train(load_recipe(recipe), model, out, data=data, resume=True)
+    train(recipe if isinstance(recipe, Recipe) else load_recipe(recipe), model, out, data=data, resume=True)
     seconds = time.perf_counter() - start
     record.write_text(json.dumps({"seconds": seconds}))
     return seconds
@@ -68,7 +71,7 @@ def perplexity(encoder: Encoder, texts: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="quick,llm2vec,supervised,grit")
+    parser.add_argument("--only", default="quick,llm2vec,supervised,llm2vec-supervised,grit")
     parser.add_argument("--out", type=Path, default=HERE / "runs")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
@@ -92,19 +95,31 @@ def main() -> None:
             stage_seconds(args.out / "llm2vec" / "01-mntp"),
         )
         models["after MNTP + SimCSE (llm2vec)"] = (str(args.out / "llm2vec"), seconds)
+    triplets = [
+        str(DATA / "training" / "snli_devtest_triplets.jsonl"),
+        str(DATA / "training" / "mrpc_paraphrase_pairs.jsonl"),
+    ]
     if "supervised" in wanted:
-        triplets = [
-            str(DATA / "training" / "snli_devtest_triplets.jsonl"),
-            str(DATA / "training" / "mrpc_paraphrase_pairs.jsonl"),
-        ]
         seconds = timed_train("supervised", str(args.out / "llm2vec"), args.out / "supervised", data=triplets)
         models["llm2vec + supervised (SNLI + MRPC)"] = (str(args.out / "supervised"), seconds)
+    if "llm2vec-supervised" in wanted:
+        out = args.out / "llm2vec-supervised"
+        seconds = timed_train("llm2vec-supervised", MODEL, out, data=triplets)
+        models["llm2vec-supervised recipe (SNLI + MRPC)"] = (str(out), seconds)
     if "grit" in wanted:
         held_out = (DATA / "training" / "wikitext2_test_paragraphs.txt").read_text().splitlines()[:100]
         before = perplexity(Encoder.load(MODEL), held_out)
         seconds = timed_train("grit", MODEL, args.out / "grit")
         after = perplexity(Encoder.load(args.out / "grit"), held_out)
         models["grit"] = (str(args.out / "grit"), seconds)
+        # The control: GRIT's stage with the generation loss taken out (same start, data, steps, lr).
+        control = load_recipe("grit")
+        control.stages = [
+            replace(stage, name="supervised", objective="supervised", generation_data=[])
+            for stage in control.stages
+        ]
+        seconds = timed_train(control, MODEL, args.out / "grit-control")
+        models["grit control: same stage, no generation loss"] = (str(args.out / "grit-control"), seconds)
         extra["grit_perplexity"] = {"before": before, "after": after, "change": after / before - 1}
 
     specs = [spec for spec, _ in models.values()]

@@ -74,6 +74,10 @@ def test_each_objective_trains_and_lowers_its_loss(objective, corpus, make_tiny_
     if objective == "grit":  # one set of weights: embeds bidirectionally, generates causally
         assert encoder.encode(["a cat in the park"]).shape == (1, 32)
         assert isinstance(encoder.generate("the cat", max_new_tokens=4), str)
+        # the log names both terms, and they add up to the loss (lambda_rep = lambda_gen = 1)
+        rows = [json.loads(line) for line in (tmp_path / "stage" / "log.jsonl").read_text().splitlines()]
+        assert all(r["loss"] == pytest.approx(r["rep_loss"] + r["gen_loss"], rel=1e-5) for r in rows)
+        assert np.mean([r["gen_loss"] for r in rows[-5:]]) < np.mean([r["gen_loss"] for r in rows[:5]])
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

@@ -244,7 +244,8 @@ class StageTrainer:
 
     # ---- objectives -------------------------------------------------------------------------------------
 
-    def _loss(self, micro: int) -> torch.Tensor:
+    def _loss(self, micro: int) -> dict[str, torch.Tensor]:
+        """The loss of micro-batch ``micro`` under ``"loss"``; GRIT also names its two terms, for the log."""
         c, enc = self.config, self.encoder
         dataset, indices = self.data.plan[micro]
         examples = [self.data.datasets[dataset][i] for i in self._mine(indices)]
@@ -261,23 +262,19 @@ class StageTrainer:
                 strategy=c.mask_strategy,
                 generator=self.generator,
             )
-            return mntp_loss(self._logits(corrupted, batch["attention_mask"], causal=False), labels)
+            logits = self._logits(corrupted, batch["attention_mask"], causal=False)
+            return {"loss": mntp_loss(logits, labels)}
         if c.objective == "simcse":  # the same texts twice: dropout makes the two views differ
-            return info_nce(
-                self._embed(examples),
-                self._embed(examples),
-                c.temperature,
-                global_negatives=c.global_negatives,
-            )
+            views = self._embed(examples), self._embed(examples)
+            return {"loss": info_nce(*views, c.temperature, global_negatives=c.global_negatives)}
         rep = self._contrastive(examples, self.data.instructions[dataset])
         if c.objective == "supervised":
-            return rep
+            return {"loss": rep}
         _, gen_indices = self.data.generation_plan[micro]
         gen = self._collate([self.data.generation_texts[i] for i in self._mine(gen_indices)])
         logits = self._logits(gen["input_ids"], gen["attention_mask"], causal=True)
-        return c.lambda_rep * rep + c.lambda_gen * next_token_loss(
-            logits, gen["input_ids"], gen["attention_mask"]
-        )
+        gen_loss = next_token_loss(logits, gen["input_ids"], gen["attention_mask"])
+        return {"loss": c.lambda_rep * rep + c.lambda_gen * gen_loss, "rep_loss": rep, "gen_loss": gen_loss}
 
     def _contrastive(self, pairs: list[data_io.Pair], instruction: str) -> torch.Tensor:
         queries = self._embed([p.query for p in pairs], instruction)
@@ -335,12 +332,13 @@ class StageTrainer:
         try:
             while self.step < c.steps:
                 start = time.perf_counter()
-                total = 0.0
+                sums: dict[str, float] = {}
                 for k in range(c.grad_accum):
                     with self._autocast():
-                        loss = self._loss(self.step * c.grad_accum + k) / c.grad_accum
-                    loss.backward()
-                    total += loss.item()
+                        terms = self._loss(self.step * c.grad_accum + k)
+                    (terms["loss"] / c.grad_accum).backward()
+                    for name, value in terms.items():
+                        sums[name] = sums.get(name, 0.0) + value.item() / c.grad_accum
                 distributed.average_gradients(self.params)
                 distributed.clip_grad_norm(self.params, c.max_grad_norm)
                 self.optimizer.step()
@@ -348,18 +346,19 @@ class StageTrainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
-                total = distributed.mean(total)
+                losses = {name: distributed.mean(value) for name, value in sums.items()}
                 seconds = time.perf_counter() - start
                 rate = c.batch_size * c.grad_accum * self.world / seconds
                 lr = self.scheduler.get_last_lr()[0]
                 bar.update()
-                bar.set_postfix(loss=f"{total:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.1f}")
+                shown = {name.removesuffix("_loss"): f"{value:.4f}" for name, value in losses.items()}
+                bar.set_postfix(**shown, lr=f"{lr:.2e}", ex_s=f"{rate:.1f}")
                 if log_file is not None and (self.step % c.log_every == 0 or self.step == c.steps):
                     log_file.write(
                         json.dumps(
                             {
                                 "step": self.step,
-                                "loss": total,
+                                **losses,
                                 "lr": lr,
                                 "examples_per_s": rate,
                                 "seconds": seconds,
@@ -494,7 +493,11 @@ class StageTrainer:
 
         rows = [json.loads(line) for line in (self.dir / "log.jsonl").read_text().splitlines() if line]
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+        for name in ("loss", "rep_loss", "gen_loss"):  # GRIT plots its two terms beside their sum
+            if name in rows[0]:
+                ax.plot([r["step"] for r in rows], [r[name] for r in rows], label=name.replace("_", " "))
+        if "rep_loss" in rows[0]:
+            ax.legend()
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.set_title(f"{self.config.name} ({self.config.objective})")
