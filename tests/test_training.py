@@ -139,7 +139,7 @@ def test_lora_merged_model_embeds_like_the_unmerged_one(corpus, make_tiny_checkp
     trainer = StageTrainer(encoder, stage, tmp_path / "stage")
     encoder.model.train()
     for step in range(5):  # move the LoRA weights away from their zero initialisation
-        trainer._loss(step).backward()
+        trainer._loss(step)["loss"].backward()
         trainer.optimizer.step()
         trainer.optimizer.zero_grad()
     encoder.model.eval()
