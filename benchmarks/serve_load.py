@@ -3,10 +3,11 @@
     python benchmarks/serve_load.py [--model smollm2-135m] [--clients 16] [--seconds 60]
 
 For each setting a fresh server process starts (`--max-batch 64` and `--max-batch 1`); N concurrent clients
-post one-sentence /v1/embeddings requests (STS-B dev sentences) for the given time. Reports requests/s,
-embeddings/s, p50/p99 latency, errors and the mean forward-pass batch size (from /metrics). Then, without
-HTTP, times ``Encoder.encode`` on one sentence and on batches of the mean batch size: the ratio is the most
-micro-batching can gain on this hardware. Prints a table and writes benchmarks/results/serve_load.json.
+post one-sentence /v1/embeddings requests (STS-B dev sentences, shuffled) for the given time. Reports
+requests/s, embeddings/s, p50/p99 latency, errors and the mean forward-pass batch size (from /metrics).
+Then, without HTTP, times ``Encoder.encode`` on one sentence and on batches of the mean batch size: the
+ratio is the most micro-batching can gain on this hardware. Prints a table and writes
+benchmarks/results/serve_load.json.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import csv
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -119,7 +121,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
     with STS.open(encoding="utf-8") as f:
-        sentences = [row["sentence1"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+        pairs = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    # Both columns in a fixed random order: requests of mixed lengths arrive together, as in real traffic
+    # (the file's own order groups sentences of one source and similar length).
+    sentences = [row[column] for row in pairs for column in ("sentence1", "sentence2")]
+    random.Random(0).shuffle(sentences)
     rows = []
     for label, max_batch in (("micro-batching (max 64)", 64), ("one request at a time", 1)):
         port = free_port()

@@ -1,11 +1,13 @@
 """The attention switch: bidirectional really is bidirectional, per architecture, padded either side."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import NOT_SWITCHABLE, SWITCHABLE
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dec2vec import AttentionSwitchError, Encoder, check_switch, hidden_states
+from dec2vec.attention import supports_packing
 
 TEXTS = ["The cat sat on the mat today", "The cat sat on the mat", "A dog"]
 
@@ -68,3 +70,63 @@ def test_kernel_that_ignores_flag_moves_to_eager(make_tiny_checkpoint, caplog):
     encoder = Encoder.load(make_tiny_checkpoint("stablelm"), attention="bidirectional")
     assert encoder.model.config._attn_implementation == "eager"
     assert "using eager attention instead" in caplog.text
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("arch", list(SWITCHABLE))
+def test_packed_batch_equals_padded(arch, side, make_tiny_checkpoint, monkeypatch):
+    """Rows packed end to end (no padding) give each real token the state the padded batch gives it."""
+    path = make_tiny_checkpoint(arch)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    check_switch(model)
+    enc = _batch(path, side)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    real = mask.bool()
+    for causal in (True, False):
+        assert supports_packing(model, causal=causal)
+        calls = []
+        monkeypatch.setattr(model.base_model, "forward", _recording(model.base_model.forward, calls))
+        with torch.inference_mode():
+            padded = hidden_states(model, ids, mask, causal=causal)
+            packed = hidden_states(model, ids, mask, causal=causal, pack=True)
+        monkeypatch.undo()
+        assert calls == [tuple(ids.shape), (1, int(mask.sum()))]  # the second pass really ran unpadded
+        assert torch.allclose(packed[real], padded[real], atol=1e-4)
+
+
+def _recording(forward, calls):
+    def wrapped(*args, **kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    return wrapped
+
+
+def test_packing_refused_where_it_would_differ(make_tiny_checkpoint):
+    """Bloom derives ALiBi positions from the 2D mask: the load-time check finds packing wrong there."""
+    model = AutoModelForCausalLM.from_pretrained(make_tiny_checkpoint("bloom")).eval()
+    assert not supports_packing(model, causal=True)
+    encoder = Encoder.load(make_tiny_checkpoint("bloom"), attention="causal")
+    assert not encoder.packing
+    assert encoder.encode(TEXTS).shape == (3, 32)
+
+
+def test_encoder_packs_mixed_lengths_to_the_same_vectors(make_tiny_checkpoint):
+    encoder = Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional")
+    assert encoder.packing
+    texts = [*TEXTS, "one", "a much longer sentence about the cat and the dog and the mat in the house"]
+    packed = encoder.encode(texts, batch_size=8)
+    encoder.packing = False
+    assert np.allclose(packed, encoder.encode(texts, batch_size=8), atol=1e-5)
+
+
+def test_no_packing_past_a_sliding_window(make_tiny_checkpoint):
+    """A block mask cannot slide: batches wider than the model's window keep the model's own masks."""
+    model = AutoModelForCausalLM.from_pretrained(make_tiny_checkpoint("mistral")).eval()
+    enc = _batch(make_tiny_checkpoint("mistral"), "right")
+    model.config.sliding_window = enc["input_ids"].shape[1] - 1
+    calls = []
+    model.base_model.forward = _recording(model.base_model.forward, calls)
+    with torch.inference_mode():
+        hidden_states(model, enc["input_ids"], enc["attention_mask"], causal=True, pack=True)
+    assert calls == [tuple(enc["input_ids"].shape)]

@@ -36,15 +36,88 @@ def _forward(
     )
 
 
+# Packing attends over (tokens x tokens); past this many tokens that costs more than padding wastes.
+PACK_MAX_TOKENS = 2048
+
+
 def hidden_states(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     *,
     causal: bool,
+    pack: bool = False,
 ) -> torch.Tensor:
-    """Last hidden states ``(batch, seq, dim)`` of the decoder stack (no LM head), causal or bidirectional."""
+    """Last hidden states ``(batch, seq, dim)`` of the decoder stack (no LM head), causal or bidirectional.
+
+    With ``pack`` (for models :func:`supports_packing` approves), a batch with much padding runs as one
+    unpadded sequence instead; the result has the same layout either way.
+    """
+    if pack and _worth_packing(model, attention_mask):
+        return _packed_hidden_states(model, input_ids, attention_mask, causal)
     return _forward(model.base_model, input_ids, attention_mask, causal).last_hidden_state
+
+
+def _worth_packing(model: PreTrainedModel, attention_mask: torch.Tensor) -> bool:
+    tokens = int(attention_mask.sum())
+    window = getattr(model.config.get_text_config(), "sliding_window", None)
+    if window and attention_mask.shape[1] > window:  # the block mask would not slide: keep the model's own
+        return False
+    return tokens <= PACK_MAX_TOKENS and tokens < 0.9 * attention_mask.numel()
+
+
+def _packed_hidden_states(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool
+) -> torch.Tensor:
+    """The batch's rows end to end in one sequence: positions restart per row and a block-diagonal mask
+    keeps rows apart, so no compute goes to padding (micro-batches of short texts of mixed lengths are
+    often more than half padding). transformers uses a 4D mask as given, for any architecture.
+    """
+    keep = attention_mask.bool()
+    row = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)[keep]
+    positions = (keep.long().cumsum(-1) - 1)[keep]
+    allowed = row[:, None] == row[None, :]
+    if causal:
+        allowed &= positions[None, :] <= positions[:, None]
+    if model.config._attn_implementation == "eager":  # eager adds the mask to the scores; sdpa takes booleans
+        mask = torch.zeros(allowed.shape, dtype=model.dtype, device=keep.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(model.dtype).min)
+    else:
+        mask = allowed
+    packed = model.base_model(
+        input_ids=input_ids[keep][None],
+        attention_mask=mask[None, None],
+        position_ids=positions[None],
+        use_cache=False,
+    ).last_hidden_state[0]
+    out = packed.new_zeros(*keep.shape, packed.shape[-1])
+    out[keep] = packed
+    return out
+
+
+def supports_packing(model: PreTrainedModel, *, causal: bool) -> bool:
+    """True when a packed batch gives the same hidden states as the padded one (see :func:`hidden_states`).
+
+    Checked per model on load, like the attention switch: only sdpa and eager attention take the packed
+    mask, and a model that derives positions or masks its own way fails the comparison and keeps padding.
+    """
+    if model.config._attn_implementation not in ("sdpa", "eager"):
+        return False
+    vocab = model.config.get_text_config().vocab_size
+    ids = torch.tensor([[3, 7, 11, 13, 17, 19], [5, 9, 0, 0, 0, 0], [2, 4, 6, 8, 0, 0]], device=model.device)
+    mask = (torch.arange(6, device=model.device) < torch.tensor([[6], [2], [4]], device=model.device)).long()
+    ids = ids % vocab
+    with torch.inference_mode():
+        padded = _forward(model.base_model, ids, mask, causal).last_hidden_state.float()
+        try:
+            packed = _packed_hidden_states(model, ids, mask, causal).float()
+        except (RuntimeError, ValueError, TypeError) as err:
+            log.info("%s: packing unsupported (%s); batches stay padded", type(model).__name__, err)
+            return False
+    keep = mask.bool()
+    error = (padded[keep] - packed[keep]).abs().max() / padded[keep].abs().max()
+    tolerance = 1e-4 if model.dtype == torch.float32 else 5e-2
+    return bool(error <= tolerance)
 
 
 def lm_logits(

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from dec2vec import sentence_transformers_format
-from dec2vec.attention import check_switch, hidden_states, lm_logits
+from dec2vec.attention import check_switch, hidden_states, lm_logits, supports_packing
 from dec2vec.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
 from dec2vec.pooling import POOLING_METHODS, LatentAttention, PoolingMethod, pool
 
@@ -139,6 +139,8 @@ class Encoder:
             config.latent_attention = {k: v for k, v in latent.config.items() if k != "dim"}
         if config.attention == "bidirectional":
             check_switch(self.model)
+        # mixed-length batches run unpadded where this model is shown to give the same states that way
+        self.packing = supports_packing(self.model, causal=config.attention != "bidirectional")
 
     # ---- construction -------------------------------------------------------------------------------
 
@@ -309,7 +311,9 @@ class Encoder:
     def _hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # echo runs causally too: only "bidirectional" switches the mask off
         causal = self.config.attention != "bidirectional"
-        return hidden_states(self.model, batch["input_ids"], batch["attention_mask"], causal=causal)
+        return hidden_states(
+            self.model, batch["input_ids"], batch["attention_mask"], causal=causal, pack=self.packing
+        )
 
     def embed_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pooled float32 embeddings of one collated batch (differentiable: used by training too)."""
