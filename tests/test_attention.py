@@ -122,8 +122,9 @@ def test_encoder_packs_mixed_lengths_to_the_same_vectors(make_tiny_checkpoint):
 
 def test_no_packing_past_a_sliding_window(make_tiny_checkpoint):
     """A block mask cannot slide: batches wider than the model's window keep the model's own masks."""
-    model = AutoModelForCausalLM.from_pretrained(make_tiny_checkpoint("mistral")).eval()
-    enc = _batch(make_tiny_checkpoint("mistral"), "right")
+    path = make_tiny_checkpoint("mistral")
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    enc = _batch(path, "right")
     model.config.sliding_window = enc["input_ids"].shape[1] - 1
     calls = []
     model.base_model.forward = _recording(model.base_model.forward, calls)

@@ -20,16 +20,19 @@ class AttentionSwitchError(RuntimeError):
     """The architecture ignores ``is_causal=False``: bidirectional attention cannot be enabled generically."""
 
 
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count real tokens only, so a padded row gets the positions it has when run alone
+    (models with absolute position embeddings, such as GPT-2, would otherwise shift)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def _forward(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool, **kw
 ):
-    # Positions count real tokens only, so a left-padded row gets the same positions as when run alone
-    # (models with absolute position embeddings, such as GPT-2, would otherwise shift).
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     return model(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        position_ids=positions,
+        position_ids=_positions(attention_mask),
         is_causal=causal,
         use_cache=False,
         **kw,
@@ -75,7 +78,7 @@ def _packed_hidden_states(
     """
     keep = attention_mask.bool()
     row = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)[keep]
-    positions = (keep.long().cumsum(-1) - 1)[keep]
+    positions = _positions(attention_mask)[keep]
     allowed = row[:, None] == row[None, :]
     if causal:
         allowed &= positions[None, :] <= positions[:, None]
