@@ -1,6 +1,11 @@
 """Search quality and latency: lexical, dense, hybrid and hybrid + MaxSim on three BEIR sets; store latency.
 
-    python benchmarks/search.py [--encoder benchmarks/runs/supervised] [--only quality,latency]
+    python benchmarks/search.py [--encoder benchmarks/runs/retrieval] [--only quality,latency]
+
+The default encoder is the ``retrieval`` recipe trained on top of ``benchmarks/runs/supervised`` (made by
+``benchmarks/recipes.py``), trained here if missing, on the recipe's bundled inverse-cloze pairs plus the
+SciFact-train claims after the first ``--max-queries`` (those are the evaluation queries) paired with their
+cited abstracts and one BM25 hard negative each (a random pick from ranks 3-30 that is not cited).
 
 Quality: nDCG@10 on SciFact-train, Cranfield and CISI (``../shared/data/retrieval``; the first
 ``--max-queries`` queries of each, since MaxSim re-encodes 20 passages per query) for the best dec2vec
@@ -19,6 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
 import argparse
 import json
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -28,12 +34,14 @@ import pytrec_eval
 from rich.console import Console
 from rich.table import Table
 
+from dec2vec.encoder import CONFIG_NAME
 from dec2vec.evaluation.data import read_beir
 from dec2vec.evaluation.models import load_model
 from dec2vec.search import Document, Index
 from dec2vec.search.filters import normalize
-from dec2vec.search.index import encoder_info
+from dec2vec.search.index import encoder_info, passage
 from dec2vec.search.store import open_store
+from dec2vec.training.recipes import load_recipe, train
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
@@ -90,6 +98,41 @@ def quality(specs: dict[str, str], out: Path, max_queries: int) -> list[dict]:
                 console.print(row)
                 rows.append(row)
     return rows
+
+
+def scifact_pairs(start: str, out: Path, held_out: int) -> Path:
+    """SciFact-train claims after the first ``held_out``: (claim, cited abstract, BM25 hard negative) rows."""
+    folder = DATA / "retrieval" / "scifact-train"
+    beir = read_beir(folder)
+    rows = [json.loads(line) for line in (folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    docs = {r["_id"]: passage(r.get("title") or "", r["text"]) for r in rows}
+    rng = random.Random(0)
+    path = out / "scifact-train-pairs.jsonl"
+    database = str(out / "scifact-train-start.db")  # BM25 needs an index: the starting encoder's, built once
+    if not Path(database).exists():
+        with Index(database, load_model(start)) as index:
+            index.add(beir_documents(folder / "corpus.jsonl"))
+    with Index(database) as index, path.open("w") as f:
+        for query_id, text in list(beir.queries.items())[held_out:]:
+            cited = set(beir.qrels[query_id])
+            negatives = [h.id for h in index.search(text, k=30, mode="lexical") if h.id not in cited][2:]
+            for doc_id in sorted(cited):
+                row = {"query": text, "positive": docs[doc_id], "negative": docs[rng.choice(negatives)]}
+                f.write(json.dumps(row) + "\n")
+    return path
+
+
+def retrieval_encoder(encoder: Path, out: Path, held_out: int) -> None:
+    """Train the ``retrieval`` recipe into ``encoder`` from the supervised run, unless it is there."""
+    if (encoder / CONFIG_NAME).exists():
+        return
+    start = HERE / "runs" / "supervised"
+    if not (start / CONFIG_NAME).exists():
+        raise SystemExit(f"{start} is missing: run `python benchmarks/recipes.py --only supervised` first")
+    data = [str(scifact_pairs(f"{start}:bfloat16", out, held_out)), "builtin:retrieval_ict_pairs.jsonl"]
+    started = time.perf_counter()
+    train(load_recipe("retrieval"), str(start), encoder, data=data, resume=True)
+    (encoder / "train_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - started}))
 
 
 def synthetic_corpus(
@@ -188,7 +231,7 @@ def show(title: str, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", default=str(HERE / "runs" / "supervised"))
+    parser.add_argument("--encoder", type=Path, default=HERE / "runs" / "retrieval")
     parser.add_argument("--only", default="quality,latency")
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--max-queries", type=int, default=100, help="first N queries of each set")
@@ -197,6 +240,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = HERE / "results" / "search.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if args.encoder == HERE / "runs" / "retrieval":
+        retrieval_encoder(args.encoder, args.out, args.max_queries)
     spec = f"{args.encoder}:bfloat16"
     if "quality" in args.only:
         results["quality"] = quality({"dec2vec": spec, "minilm": "minilm"}, args.out, args.max_queries)

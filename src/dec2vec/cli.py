@@ -235,7 +235,7 @@ def train(
     ] = False,
     dtype: DtypeOpt = "float32",
 ) -> None:
-    """Train an encoder with a recipe (quick, llm2vec, llm2vec-supervised, supervised, grit) or TOML file."""
+    """Train with a recipe: quick, llm2vec, llm2vec-supervised, supervised, grit, retrieval, or TOML file."""
     from dec2vec.training import distributed
     from dec2vec.training.recipes import load_recipe
     from dec2vec.training.recipes import train as run_recipe
