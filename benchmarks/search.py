@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytrec_eval
+from recipes import timed_train  # benchmarks/recipes.py: trains (or reuses) a run and records its time
 from rich.console import Console
 from rich.table import Table
 
@@ -41,7 +42,6 @@ from dec2vec.search import Document, Index
 from dec2vec.search.filters import normalize
 from dec2vec.search.index import encoder_info, passage
 from dec2vec.search.store import open_store
-from dec2vec.training.recipes import load_recipe, train
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
@@ -104,14 +104,14 @@ def scifact_pairs(start: str, out: Path, held_out: int) -> Path:
     """SciFact-train claims after the first ``held_out``: (claim, cited abstract, BM25 hard negative) rows."""
     folder = DATA / "retrieval" / "scifact-train"
     beir = read_beir(folder)
-    rows = [json.loads(line) for line in (folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
-    docs = {r["_id"]: passage(r.get("title") or "", r["text"]) for r in rows}
+    documents = beir_documents(folder / "corpus.jsonl")
+    docs = {d.id: passage(d.title, d.text) for d in documents}
     rng = random.Random(0)
     path = out / "scifact-train-pairs.jsonl"
     database = str(out / "scifact-train-start.db")  # BM25 needs an index: the starting encoder's, built once
     if not Path(database).exists():
         with Index(database, load_model(start)) as index:
-            index.add(beir_documents(folder / "corpus.jsonl"))
+            index.add(documents)
     with Index(database) as index, path.open("w") as f:
         for query_id, text in list(beir.queries.items())[held_out:]:
             cited = set(beir.qrels[query_id])
@@ -130,9 +130,7 @@ def retrieval_encoder(encoder: Path, out: Path, held_out: int) -> None:
     if not (start / CONFIG_NAME).exists():
         raise SystemExit(f"{start} is missing: run `python benchmarks/recipes.py --only supervised` first")
     data = [str(scifact_pairs(f"{start}:bfloat16", out, held_out)), "builtin:retrieval_ict_pairs.jsonl"]
-    started = time.perf_counter()
-    train(load_recipe("retrieval"), str(start), encoder, data=data, resume=True)
-    (encoder / "train_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - started}))
+    timed_train("retrieval", str(start), encoder, data)
 
 
 def synthetic_corpus(
