@@ -243,7 +243,7 @@ def main() -> None:
     spec = f"{args.encoder}:bfloat16"
     if "quality" in args.only:
         results["quality"] = quality({"dec2vec": spec, "minilm": "minilm"}, args.out, args.max_queries)
-        results["encoder"] = spec
+        results["encoder"] = os.path.relpath(spec, HERE.parent)  # repository-relative in the JSON
     if "latency" in args.only:
         results["latency"] = latency(spec, [int(s) for s in args.sizes.split(",")], args.out)
     for key in ("quality", "latency"):
