@@ -57,14 +57,14 @@ SWITCHABLE = {
     "stablelm": {},  # its sdpa path ignores the flag: dec2vec moves it to eager attention
     "opt": {"ffn_dim": 64, "word_embed_proj_dim": 32},
     "gpt2": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128},
+    "gptj": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128, "rotary_dim": 4},
+    "codegen": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128, "n_ctx": 128, "rotary_dim": 4},
 }
 # Decoders with their own mask code that ignores is_causal: dec2vec must refuse them with a clear error.
 NOT_SWITCHABLE = {
     "bloom": {"n_layer": 2, "n_head": 4},
-    "gptj": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128, "rotary_dim": 4},
     "gpt_neo": {"num_layers": 2, "num_heads": 4, "attention_types": [[["global", "local"], 1]]},
     "falcon": {},
-    "codegen": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128, "n_ctx": 128, "rotary_dim": 4},
 }
 
 
