@@ -6,6 +6,7 @@ import contextlib
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -17,6 +18,7 @@ from openai import OpenAI
 from dec2vec import Encoder
 from dec2vec.search import Index
 from dec2vec.serving import ServerSettings, create_app
+from dec2vec.serving.batching import MicroBatcher
 
 # Headless and quiet: without the networking flags Chromium keeps calling out from an offline machine.
 CHROMIUM_FLAGS = [
@@ -112,6 +114,33 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(encoder, 
         assert np.allclose([d["embedding"] for d in reply["data"]], encoder.encode(texts), atol=1e-5)
     passes = _metric(url, "dec2vec_batch_size_count") - before
     assert passes < len(requests)  # fewer forward passes than requests: they were batched
+
+
+def test_batches_wait_for_the_last_batch_size_so_a_lone_client_never_waits(encoder):
+    """A returning group of callers shares one pass; after that, single callers are served without waiting."""
+    sizes: list[int] = []
+
+    async def scenario() -> list[float]:
+        batcher = MicroBatcher(
+            lambda texts, prompt: encoder.encode(texts), ThreadPoolExecutor(1), max_wait_ms=1000,
+            on_batch=sizes.append,
+        )  # fmt: skip
+        batcher.start()
+        for _ in range(2):  # the same four callers, twice
+            vectors = await asyncio.gather(*(batcher.embed([t]) for t in SENTENCES[:4]))
+            assert np.allclose(np.concatenate(vectors), encoder.encode(SENTENCES[:4]), atol=1e-5)
+        waits = []
+        for text in SENTENCES[:3]:  # one caller at a time
+            start = time.perf_counter()
+            await batcher.embed([text])
+            waits.append(time.perf_counter() - start)
+        await batcher.stop()
+        return waits
+
+    waits = asyncio.run(scenario())
+    assert sizes == [4, 4, 1, 1, 1]
+    # The first lone caller waits out the window (the last pass had four); the next ones do not wait at all.
+    assert waits[0] >= 1.0 and max(waits[1:]) < 0.5
 
 
 def _metric(url: str, name: str) -> float:

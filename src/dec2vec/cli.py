@@ -459,7 +459,9 @@ def serve(
         str | None, typer.Option(envvar="DEC2VEC_ADMIN_KEY", help="Key for document writes.")
     ] = None,
     max_batch: Annotated[int, typer.Option(help="Texts per forward pass (1: no micro-batching).")] = 64,
-    max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits for more requests.")] = 5.0,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="How long a batch may wait to be as large as the last one.")
+    ] = 20.0,
     max_inputs: Annotated[int, typer.Option(help="Texts per embeddings request.")] = 256,
     max_input_tokens: Annotated[int, typer.Option(help="Tokens per text.")] = 512,
     long_inputs: Annotated[str, typer.Option(help="Longer texts: truncate, or error (413).")] = "truncate",

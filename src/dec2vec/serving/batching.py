@@ -1,8 +1,12 @@
 """Micro-batching: embedding requests that arrive together share one forward pass.
 
-Requests queue up; a worker takes the first, waits at most ``max_wait_ms`` for more (never beyond
-``max_batch`` texts), and runs them as one ``encode`` call per prompt on the model thread, off the event loop.
-Each caller gets exactly its own rows back.
+Requests queue up; a worker takes the first and waits at most ``max_wait_ms`` until as many texts are
+queued as the last forward pass had (the callers just answered are likely on their way back), then takes
+whatever else is already queued (never beyond ``max_batch`` texts), and runs them as one ``encode`` call per
+prompt on the model thread, off the event loop. Each caller gets exactly its own rows back.
+
+Waiting for the last pass's size rather than for a fixed window keeps concurrent clients in one pass
+instead of splitting into groups that alternate, and costs a lone client nothing (its last pass had one text).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ class MicroBatcher:
         executor: Executor,
         *,
         max_batch: int = 64,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 20.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.encode, self.executor = encode, executor
@@ -42,6 +46,7 @@ class MicroBatcher:
         self.on_batch = on_batch or (lambda size: None)
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._held: _Request | None = None  # did not fit into the last batch: first in the next
+        self._expected = max_batch  # texts worth waiting for: the last batch's size (at first, a full one)
         self._worker: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -65,7 +70,9 @@ class MicroBatcher:
         deadline = time.monotonic() + self.max_wait
         while size < self.max_batch:
             try:
-                if self.queue.empty():  # wait for more only within the window
+                if self.queue.empty():  # wait for more only up to the expected size, within the window
+                    if size >= self._expected:
+                        break
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -79,6 +86,7 @@ class MicroBatcher:
                 break
             batch.append(request)
             size += len(request.texts)
+        self._expected = size
         return batch
 
     def _compute(self, batch: list[_Request]) -> list[np.ndarray]:
