@@ -16,9 +16,8 @@ from typer.testing import CliRunner
 from dec2vec import Encoder
 from dec2vec.cli import app
 from dec2vec.files import DataFormatError
-from dec2vec.training import data as data_io
 from dec2vec.training.recipes import Recipe, load_recipe, train
-from dec2vec.training.trainer import StageConfig, StageTrainer, add_residual_dropout
+from dec2vec.training.trainer import StageConfig, StageTrainer, add_residual_dropout, load_stage_data
 
 ANIMALS = ["cat", "dog", "bird", "fish", "horse", "mouse", "sheep", "goat"]
 PLACES = ["park", "house", "street", "garden", "river", "forest", "beach", "field"]
@@ -189,12 +188,9 @@ def test_recipe_with_pruning_saves_an_encoder_that_everything_loads(corpus, make
 
 def test_builtin_recipes_load():
     for name in ("quick", "llm2vec", "llm2vec-supervised", "supervised", "grit", "retrieval"):
-        recipe = load_recipe(name)
-        for stage in recipe.stages:  # every bundled dataset a recipe names is there and well formed
-            for entry in stage.data:
-                path = entry if isinstance(entry, str) else entry["path"]
-                rows = data_io.read_pairs(path) if data_io.is_pair_file(path) else data_io.read_texts(path)
-                assert len(rows) > 400, (name, path)
+        for stage in load_recipe(name).stages:
+            data = load_stage_data(stage)  # every bundled file a stage names: there, well formed, right kind
+            assert all(len(rows) > 400 for rows in data.datasets), (name, stage.name)
 
 
 def _recipe_file(tmp_path, corpus, steps):
