@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from dec2vec.training.objectives import IGNORE, info_nce, mask_tokens, mntp_loss, next_token_loss
+from dec2vec.training.objectives import (
+    IGNORE,
+    info_nce,
+    mask_tokens,
+    mntp_loss,
+    next_token_loss,
+    similarity_distillation,
+)
 
 
 def _nll(scores: list[float], target: int) -> float:
@@ -69,3 +76,41 @@ def test_masking_respects_padding_specials_and_first_position():
         ids, mask, mask_token_id=3, vocab_size=100, special_ids=[0, 1, 2], strategy="all-mask"
     )
     assert ((all_mask == 3) == (all_mask != ids)).all()
+
+
+def test_similarity_distillation_by_hand():
+    # three texts; each row's distribution runs over the other two (self-pairs left out)
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    teacher = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    r = 1 / math.sqrt(2)
+    s = [[0.0, r], [0.0, r], [r, r]]  # cosines to the two others, row by row
+    t = [[r, 0.0], [r, 0.0], [0.0, 0.0]]
+
+    def softmax(row):
+        exps = [math.exp(x) for x in row]
+        return [e / sum(exps) for e in exps]
+
+    expected = (
+        sum(
+            sum(p * math.log(p / q) for p, q in zip(softmax(tr), softmax(sr), strict=True))
+            for sr, tr in zip(s, t, strict=True)
+        )
+        / 3
+    )
+    assert similarity_distillation(student, teacher, temperature=1.0).item() == pytest.approx(
+        expected, rel=1e-5
+    )
+
+
+def test_similarity_distillation_is_zero_for_the_same_geometry_in_any_dimension():
+    torch.manual_seed(0)
+    teacher = torch.randn(6, 8)
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8))
+    student = torch.cat([teacher @ rotation * 3.0, torch.zeros(6, 4)], dim=1)  # rotated, scaled, padded
+    assert similarity_distillation(student, teacher).item() == pytest.approx(0.0, abs=1e-5)
+    other = torch.randn(6, 12, requires_grad=True)
+    loss = similarity_distillation(other, teacher)
+    loss.backward()
+    assert loss.item() > 0.1 and other.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="same n >= 2"):
+        similarity_distillation(torch.randn(3, 4), torch.randn(2, 4))

