@@ -115,6 +115,10 @@ def test_distill_on_text_caches_the_teacher_and_keeps_generation(corpus, make_ti
         _stage(corpus, "distill")
     with pytest.raises(ValueError, match="a teacher is what a distill stage needs"):
         _stage(corpus, "supervised", teacher=teacher)
+    with pytest.raises(ValueError, match="apply to distill stages only"):
+        _stage(corpus, "supervised", distill_loss="mse")
+    with pytest.raises(ValueError, match="distill_loss must be 'kl' or 'mse'"):
+        _stage(corpus, "distill", teacher=teacher, distill_loss="cosine")
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

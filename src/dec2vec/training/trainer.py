@@ -108,6 +108,12 @@ class StageConfig:
             )
         if (self.objective == "distill") != (self.teacher is not None):
             raise ValueError(f"stage {self.name!r}: a teacher is what a distill stage needs, and only it")
+        if self.distill_loss not in ("kl", "mse"):
+            raise ValueError(f"stage {self.name!r}: distill_loss must be 'kl' or 'mse'")
+        if self.objective != "distill" and (self.distill_loss != "kl" or self.lambda_distill != 1.0):
+            raise ValueError(
+                f"stage {self.name!r}: distill_loss and lambda_distill apply to distill stages only"
+            )
 
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> StageConfig:
