@@ -144,7 +144,7 @@ def test_commands_default_to_the_shipped_encoder(monkeypatch, tmp_path_factory, 
     result = runner.invoke(
         app, ["similarity", "A man is playing a guitar.", "Someone is playing an instrument."]
     )
-    assert result.exit_code == 0 and float(result.output) == pytest.approx(
+    assert result.exit_code == 0 and float(result.stdout.strip()) == pytest.approx(
         float(vectors[0] @ vectors[1]), abs=1e-4
     )
     listing = runner.invoke(app, ["models"])
