@@ -15,13 +15,12 @@ transformers or sentence-transformers can load the cached folder too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dec2vec.backbone import NAMED_BACKBONES, dec2vec_home
+from dec2vec.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,6 @@ REFERENCE_SENTENCES = [
 
 class ShippedModelError(RuntimeError):
     """A shipped encoder's files or backbone do not match what its card records."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -92,18 +84,18 @@ class ShippedEncoder:
         if (target / CARD).exists():
             return target
         self.verify()
-        recorded = self.card["backbone"]
-        if (found := sha256_file(backbone_file(self.backbone))) != recorded["sha256"]:
+        recorded, weights = self.card["backbone"], backbone_file(self.backbone)
+        if (found := sha256_file(weights)) != recorded["sha256"]:
             raise ShippedModelError(
-                f"{backbone_file(self.backbone)}: sha256 {found} is not the backbone {self.name} was trained "
-                f"on ({recorded['sha256']}); install it with `{recorded['install']}`"
+                f"{weights}: sha256 {found} is not the backbone {self.name} was trained on "
+                f"({recorded['sha256']}); install it with `{recorded['install']}`"
             )
-        from dec2vec.encoder import Encoder, EncoderConfig  # encoder imports this module to resolve names
+        from dec2vec.encoder import Encoder  # encoder imports this module to resolve names
 
         log.warning("building shipped encoder %s in %s (once)", self.name, target)
         encoder = Encoder.load(self.backbone, **self.card["encoder"])
         apply_delta(encoder.model, load_file(self.directory / DELTA))
-        encoder.config = EncoderConfig(**{**encoder.config.__dict__, "backbone": self.name})
+        encoder.config = replace(encoder.config, backbone=self.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
         try:

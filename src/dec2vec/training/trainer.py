@@ -271,7 +271,7 @@ class StageTrainer:
     # ---- objectives -------------------------------------------------------------------------------------
 
     def _loss(self, micro: int) -> dict[str, torch.Tensor]:
-        """The loss of micro-batch ``micro`` under ``"loss"``, and each weighted term by name when several."""
+        """The weighted loss of micro-batch ``micro`` under ``"loss"``, and each term by name when several."""
         c = self.config
         dataset, indices = self.data.plan[micro]
         examples = [self.data.datasets[dataset][i] for i in self._mine(indices)]
