@@ -84,6 +84,30 @@ def test_filters_parse_and_reject_what_they_cannot_mean():
         parse_filter("lang>en")
     with pytest.raises(ValueError, match="use letters"):
         parse_filter("x') OR 1=1 --=a")
+    with pytest.raises(ValueError, match="finite number"):
+        parse_filter("year>=1e999")
+
+
+@pytest.mark.parametrize(
+    "filters, problem",
+    [
+        ({"year": {"> 0 OR 1=1 OR json_extract(metadata, '$.year') >": 0}}, "unknown operator"),
+        ({"year": {"=": 2000}}, "unknown operator"),  # equality is {"year": 2000}, not an operator key
+        ({"lang": {"nested": {"x": 1}}}, "unknown operator"),
+        ({"lang": [["en"], "fr"]}, "not a value to compare with"),
+        ({"lang": {"x": "y"}}, "unknown operator"),
+        ({"year": float("inf")}, "finite number"),
+        ({"year": 10**30}, "64-bit integer"),
+        ({"lang": []}, "a list of 1 to"),
+    ],
+)
+def test_filters_are_a_closed_grammar_whatever_the_caller_sends(index, filters, problem):
+    """The operator reaches SQL text, so only the documented ones pass: an injected one is refused."""
+    index.add(corpus(20), show_progress=False)
+    for mode in ("dense", "lexical"):
+        with pytest.raises(ValueError, match=problem):
+            index.search("the city", mode=mode, filters=filters)
+    assert len(index.search("the city", mode="lexical", k=20, filters={"year": {">": 0}})) > 0
 
 
 def test_upserts_and_deletes_keep_documents_full_text_and_vectors_in_step(index):

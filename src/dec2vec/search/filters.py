@@ -7,13 +7,31 @@ Both backends splice only the clauses in use into their queries: optional-filter
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 RANGE_OPS = (">=", "<=", ">", "<")
+OPS = ("=", "in", *RANGE_OPS)  # the closed grammar: backends splice the operator into SQL text
 FIELD = re.compile(r"^[A-Za-z0-9_.\-]+$")
+MAX_IN_VALUES = 256
+MAX_TEXT = 1000
+
+
+def _check_scalar(where: str, value: Any) -> None:
+    """A filter value is a string, a boolean, an integer or a finite float, as JSON metadata holds."""
+    if isinstance(value, bool) or (isinstance(value, str) and len(value) <= MAX_TEXT):
+        return
+    if isinstance(value, int) and abs(value) < 2**63:
+        return
+    if isinstance(value, float) and math.isfinite(value):
+        return
+    raise ValueError(
+        f"filter {where}: {value!r} is not a value to compare with (expected a string of at most "
+        f"{MAX_TEXT} characters, a boolean, a 64-bit integer or a finite number)"
+    )
 
 
 @dataclass(frozen=True)
@@ -25,8 +43,17 @@ class Filter:
     value: Any
 
     def __post_init__(self) -> None:
-        if not FIELD.match(self.field):
+        if not isinstance(self.field, str) or not FIELD.match(self.field):
             raise ValueError(f"filter field {self.field!r}: use letters, digits, '_', '-' and '.'")
+        if self.op not in OPS:
+            raise ValueError(f"filter {self.field}: unknown operator {self.op!r} (one of {', '.join(OPS)})")
+        if self.op == "in":
+            if not isinstance(self.value, tuple) or not 0 < len(self.value) <= MAX_IN_VALUES:
+                raise ValueError(f"filter {self.field}: a list of 1 to {MAX_IN_VALUES} values is expected")
+            for value in self.value:
+                _check_scalar(self.field, value)
+            return
+        _check_scalar(self.field, self.value)
         numeric = isinstance(self.value, (int, float)) and not isinstance(self.value, bool)
         if self.op in RANGE_OPS and not numeric:
             raise ValueError(f"filter {self.field}{self.op}{self.value!r}: a range needs a number")
@@ -61,8 +88,13 @@ def normalize(filters: Mapping[str, Any] | Sequence[Filter | str] | None) -> lis
     if isinstance(filters, Mapping):
         out = []
         for field, value in filters.items():
-            if isinstance(value, Mapping):
-                out += [Filter(field, op, bound) for op, bound in value.items()]
+            if isinstance(value, Mapping):  # {"year": {">=": 2000}}: only range operators go here
+                for op, bound in value.items():
+                    if op not in RANGE_OPS:
+                        raise ValueError(
+                            f"filter {field}: unknown operator {op!r} (one of {', '.join(RANGE_OPS)})"
+                        )
+                    out.append(Filter(field, op, bound))
             elif isinstance(value, (list, tuple)):
                 out.append(Filter(field, "in", tuple(value)))
             else:
