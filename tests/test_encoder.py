@@ -1,12 +1,14 @@
 """The Encoder API: input validation, prompts, truncation, empty inputs, dtypes."""
 
 import logging
+import time
 
 import numpy as np
 import pytest
 
 from dec2vec import Encoder
 from dec2vec.backbone import BackboneNotFoundError
+from dec2vec.encoder import GenerationError
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +167,20 @@ def test_streamed_generation_joins_to_the_greedy_text_and_stops_when_closed(make
     stream.close()  # the generation thread is told to stop and joined: this returns promptly
     expected = len(encoder.tokenizer("the cat", add_special_tokens=False)["input_ids"])
     assert encoder.count_tokens(["the cat", ""]) == [expected, 0]
+
+
+def test_generation_refuses_empty_prompts_and_a_failure_inside_ends_the_stream(make_tiny_checkpoint):
+    encoder = Encoder.load(make_tiny_checkpoint("gpt2"))  # learned positions: past them, an index error
+    for empty in ("", "  \n", [{"role": "user", "content": " "}]):
+        with pytest.raises(ValueError, match="the prompt is empty"):
+            encoder.generate(empty)
+    context = encoder.context_length
+    with pytest.raises(ValueError, match=f"context is {context}"):
+        encoder.generate("word " * context)
+    near_the_end = "w" * (context - 10)
+    assert context - 20 < encoder.prompt_tokens(near_the_end) <= context
+    start = time.perf_counter()
+    with pytest.raises(GenerationError, match="generation failed"):  # used to wait forever
+        encoder.generate(near_the_end, max_new_tokens=100)
+    assert time.perf_counter() - start < 60
+    assert encoder.generate("the cat", max_new_tokens=3)  # and the model still generates after

@@ -64,7 +64,7 @@ def db(encoder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def url(encoder, db):
     settings = ServerSettings(model_name="tiny", max_inputs=8, max_input_tokens=256, max_body_bytes=20_000,
-                              max_wait_ms=30)  # fmt: skip
+                              max_wait_ms=30, max_prompt_tokens=100, max_documents=5)  # fmt: skip
     with running(create_app(encoder, db, settings)) as base:
         yield base
 
@@ -170,6 +170,40 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(url):
     assert post({"input": "ok now"}).status_code == 200
     long = post({"input": "word " * 1000}).json()  # truncated to 256 tokens, not refused
     assert long["usage"]["prompt_tokens"] == 256
+
+
+def test_generation_refuses_empty_and_oversize_prompts_and_keeps_serving(url):
+    chat, text = f"{url}/v1/chat/completions", f"{url}/v1/completions"
+    checks = [
+        (text, {"prompt": ""}, 400, "the prompt is empty"),
+        (text, {"prompt": "  ", "stream": True}, 400, "the prompt is empty"),
+        (chat, {"messages": [{"role": "user", "content": ""}]}, 400, "the prompt is empty"),
+        (text, {"prompt": "w" * 150}, 413, "at most 100"),
+        (text, {"prompt": "the cat", "max_tokens": 10_000}, 400, "max_tokens asks 10000"),
+    ]
+    for _ in range(3):  # more than once: refused requests must not use up generation threads
+        for endpoint, body, status, message in checks:
+            response = httpx.post(endpoint, json=body, timeout=30)  # an empty prompt used to hang here
+            assert response.status_code == status, response.text
+            assert message in response.json()["error"]["message"]
+    answer = httpx.post(text, json={"prompt": "the cat", "max_tokens": 3}, timeout=30).json()
+    assert answer["choices"][0]["text"]
+
+
+def test_a_failure_inside_generation_ends_the_response_and_frees_its_thread(encoder, url, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")  # as a real model can fail mid-request
+
+    monkeypatch.setattr(encoder.model, "generate", broken)
+    for _ in range(10):  # more than the generation threads: each failure must free its own
+        whole = httpx.post(f"{url}/v1/completions", json={"prompt": "the cat"}, timeout=30)
+        assert whole.status_code == 500 and whole.json()["error"]["type"] == "server_error"
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+        streamed = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30).text
+        assert "generation failed" in streamed and streamed.endswith("data: [DONE]\n\n")
+    monkeypatch.undo()
+    answer = httpx.post(f"{url}/v1/completions", json={"prompt": "the cat", "max_tokens": 3}, timeout=30)
+    assert answer.status_code == 200
 
 
 def test_a_stalled_client_does_not_hold_up_others(url):

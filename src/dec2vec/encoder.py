@@ -109,6 +109,10 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 Messages = list[dict[str, str]]
 
 
+class GenerationError(RuntimeError):
+    """Generation failed inside the model (its cause is chained); the stream ended instead of hanging."""
+
+
 class _Stop(StoppingCriteria):
     """Stops generation when its event is set (the reader of a stream went away)."""
 
@@ -419,23 +423,34 @@ class Encoder:
         temperature: float = 0.0,
         top_p: float = 1.0,
     ) -> Iterator[str]:
-        """Generated text piece by piece as it is produced; closing the iterator early stops generation."""
-        ids = torch.tensor([self._prompt_ids(prompt, chat)], device=self.device)
+        """Generated text piece by piece as it is produced; closing the iterator early stops generation.
+
+        An empty prompt, or one longer than the model's context, is refused (``ValueError``); a failure
+        inside generation ends the stream by raising ``GenerationError`` rather than leaving it waiting.
+        """
+        ids = self._prompt_ids(prompt, chat)
+        if len(ids) > self.context_length:
+            raise ValueError(f"the prompt is {len(ids)} tokens: the model's context is {self.context_length}")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         stop = threading.Event()
+        failure: list[BaseException] = []
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
 
         def run() -> None:
-            with torch.inference_mode():
-                self.model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_Stop(stop)]),
-                    **({"do_sample": False} | sampling),
-                )
+            try:
+                with torch.inference_mode():
+                    self.model.generate(
+                        input_ids=torch.tensor([ids], device=self.device),
+                        attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                        max_new_tokens=max_new_tokens,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_Stop(stop)]),
+                        **({"do_sample": False} | sampling),
+                    )
+            except BaseException as err:  # the streamer waits for an end that a failed generate never sends
+                failure.append(err)
+                streamer.end()
 
         worker = threading.Thread(target=run, daemon=True)  # model.generate only streams from a thread
         worker.start()
@@ -444,6 +459,17 @@ class Encoder:
         finally:
             stop.set()
             worker.join()
+        if failure:
+            raise GenerationError(f"generation failed: {failure[0]!r}") from failure[0]
+
+    def prompt_tokens(self, prompt: str | Messages, *, chat: bool = False) -> int:
+        """How many tokens ``generate`` would feed the model for this prompt (``ValueError`` if empty)."""
+        return len(self._prompt_ids(prompt, chat))
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens a prompt plus its answer may take (the backbone's position limit)."""
+        return int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """How many tokens each text is (without prompts or special tokens): usage counts and limits."""
@@ -453,6 +479,9 @@ class Encoder:
 
     def _prompt_ids(self, prompt: str | Messages, chat: bool) -> list[int]:
         """Token ids of a generation prompt: chat messages (or text, with ``chat``) via the chat template."""
+        said = prompt if isinstance(prompt, str) else "".join(str(m.get("content", "")) for m in prompt)
+        if not said.strip():
+            raise ValueError("the prompt is empty")
         if isinstance(prompt, str):
             messages = [{"role": "user", "content": prompt}] if chat else None
         else:

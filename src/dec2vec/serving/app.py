@@ -48,6 +48,8 @@ class ServerSettings:
     max_batch: int = 64  # texts per forward pass; 1 serves one request at a time
     max_wait_ms: float = 20.0  # how long a batch may wait to be as large as the last one
     max_new_tokens: int = 1024  # cap on generation length
+    max_prompt_tokens: int = 4096  # cap on a generation prompt (and never beyond the model's context)
+    max_documents: int = 256  # documents per /v1/documents request
     generation: bool = True
 
 
@@ -201,6 +203,8 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
     """The FastAPI app serving ``encoder`` and, if given, the index at ``index`` (path or URL)."""
     settings = settings or ServerSettings()
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dec2vec-model")
+    generation_threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dec2vec-generate")
+    generating: set[threading.Event] = set()  # one per running generation: set it and that one stops
     registry = CollectorRegistry()
     requests_total = Counter("dec2vec_requests", "HTTP requests", ["path", "status"], registry=registry)
     latency = Histogram("dec2vec_request_seconds", "Request latency", ["path"], registry=registry)
@@ -230,6 +234,9 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
         if index is not None:  # opened on the model thread, which is the only one to use it
             state["index"] = await on_model_thread(lambda: Index(index, encoder))
         yield
+        for leave in list(generating):  # shutdown does not wait for answers nobody will read
+            leave.set()
+        generation_threads.shutdown(wait=False, cancel_futures=True)
         await batcher.stop()
         if state["index"] is not None:
             await on_model_thread(state["index"].close)
@@ -243,6 +250,10 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
         param = getattr(err, "param", None)
         return JSONResponse(_error_body(err.status_code, str(err.detail), param), status_code=err.status_code)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, err: Exception) -> JSONResponse:
+        return JSONResponse(_error_body(500, f"internal error: {type(err).__name__}"), status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -326,16 +337,17 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
 
     # ---- generation ----------------------------------------------------------------------------------
 
-    async def pieces(prompt: Any, options: GenerationOptions, chat: bool) -> AsyncIterator[str]:
+    async def pieces(prompt: Any, options: GenerationOptions, budget: int, chat: bool) -> AsyncIterator[str]:
         """Generated text as it comes, from a thread that stops when this iterator is closed."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         leave = threading.Event()
+        generating.add(leave)
 
         def pump() -> None:
             stream: Iterator[str] = encoder.generate_stream(
                 prompt,
-                max_new_tokens=max_new_tokens(options),
+                max_new_tokens=budget,
                 chat=chat,
                 temperature=options.temperature,
                 top_p=options.top_p,
@@ -351,7 +363,7 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
                 stream.close()
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-        loop.run_in_executor(None, pump)
+        loop.run_in_executor(generation_threads, pump)
         try:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, Exception):
@@ -359,6 +371,7 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
                 yield item
         finally:
             leave.set()
+            generating.discard(leave)
 
     def usage(prompt_text: str, completion: str) -> dict[str, int]:
         prompt_tokens, completion_tokens = encoder.count_tokens([prompt_text, completion])
@@ -370,11 +383,20 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
             "total_tokens": prompt_tokens + completion_tokens,
         }
 
-    def max_new_tokens(options: GenerationOptions) -> int:
-        return min(options.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
+    def token_budget(options: GenerationOptions, prompt_tokens: int, param: str) -> int:
+        """New tokens to allow: max_tokens (capped by the server) within what the context leaves."""
+        left = encoder.context_length - prompt_tokens
+        if options.max_tokens is not None and options.max_tokens > left:
+            raise APIError(
+                400,
+                f"the context is {encoder.context_length} tokens: the prompt takes {prompt_tokens}, "
+                f"max_tokens asks {options.max_tokens}",
+                param,
+            )
+        return min(options.max_tokens or settings.max_new_tokens, settings.max_new_tokens, left)
 
-    def finish_reason(completion_tokens: int, options: GenerationOptions) -> str:
-        return "length" if completion_tokens >= max_new_tokens(options) else "stop"
+    def finish_reason(completion_tokens: int, budget: int) -> str:
+        return "length" if completion_tokens >= budget else "stop"
 
     def sse(chunks: AsyncIterator[dict]) -> StreamingResponse:
         async def events() -> AsyncIterator[str]:
@@ -392,10 +414,21 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
             return {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
         return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
 
-    async def respond(body: GenerationOptions, prompt: Any, prompt_text: str, chat: bool) -> Any:
+    async def respond(
+        request: Request, body: GenerationOptions, prompt: Any, prompt_text: str, chat: bool
+    ) -> Any:
         """A completion, whole or as server-sent events, in the chat or the text-completion shape."""
         if not settings.generation:
             raise APIError(404, "generation is disabled on this server")
+        param = "messages" if chat else "prompt"
+        try:
+            length = await asyncio.to_thread(encoder.prompt_tokens, prompt, chat=chat)
+        except ValueError as err:
+            raise APIError(400, str(err), param) from err
+        limit = min(settings.max_prompt_tokens, encoder.context_length)
+        if length > limit:
+            raise APIError(413, f"the prompt is {length} tokens: at most {limit}", param)
+        budget = token_budget(body, length, param)
         kind = "chat.completion" if chat else "text_completion"
         head = {
             "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
@@ -403,9 +436,13 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
             "model": body.model or settings.model_name,
         }
         if not body.stream:
-            text = "".join([piece async for piece in pieces(prompt, body, chat)])
+            text = ""
+            async for piece in pieces(prompt, body, budget, chat):  # closing it stops the generator
+                if await request.is_disconnected():
+                    raise APIError(499, "the client went away")
+                text += piece
             counts = usage(prompt_text, text)
-            finish = finish_reason(counts["completion_tokens"], body)
+            finish = finish_reason(counts["completion_tokens"], budget)
             return {
                 **head,
                 "object": kind,
@@ -416,25 +453,29 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
 
         async def chunks() -> AsyncIterator[dict]:
             text = ""
-            async for piece in pieces(prompt, body, chat):
-                text += piece
-                yield {**head, "object": kind, "choices": [choice(chat, piece, None, streamed=True)]}
-            finish = finish_reason(encoder.count_tokens([text])[0], body)
+            try:
+                async for piece in pieces(prompt, body, budget, chat):
+                    text += piece
+                    yield {**head, "object": kind, "choices": [choice(chat, piece, None, streamed=True)]}
+            except Exception as err:  # headers are sent: the error travels as the stream's last event
+                yield _error_body(500, f"{err}")
+                return
+            finish = finish_reason(encoder.count_tokens([text])[0], budget)
             yield {**head, "object": kind, "choices": [choice(chat, "", finish, streamed=True)]}
 
         return sse(chunks())
 
     @app.post("/v1/chat/completions", dependencies=user)
-    async def chat_completions(body: ChatRequest) -> Any:
+    async def chat_completions(request: Request, body: ChatRequest) -> Any:
         messages = [m.model_dump() for m in body.messages]
-        return await respond(body, messages, "\n".join(m["content"] for m in messages), chat=True)
+        return await respond(request, body, messages, "\n".join(m["content"] for m in messages), chat=True)
 
     @app.post("/v1/completions", dependencies=user)
-    async def completions(body: CompletionRequest) -> Any:
+    async def completions(request: Request, body: CompletionRequest) -> Any:
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(prompts) != 1:
             raise APIError(400, "give one prompt per request", "prompt")
-        return await respond(body, prompts[0], prompts[0], chat=False)
+        return await respond(request, body, prompts[0], prompts[0], chat=False)
 
     # ---- search and documents -----------------------------------------------------------------------
 
