@@ -228,6 +228,15 @@ def test_search_and_document_endpoints(url):
     found = httpx.post(f"{url}/v1/search", json={"query": "zanzibar cloves", "mode": "lexical"}).json()
     assert [h["id"] for h in found["data"]] == ["new-1"]
     assert httpx.post(f"{url}/v1/documents", json={"delete": ["new-1"]}).json()["deleted"] == 1
+    many = [{"id": f"m{i}", "text": "x"} for i in range(6)]
+    refused = httpx.post(f"{url}/v1/documents", json={"documents": many})
+    assert refused.status_code == 413 and "at most 5 per request" in refused.json()["error"]["message"]
+    boolean = httpx.post(f"{url}/v1/documents", json={"documents": [{"id": True, "text": "overwrite d1?"}]})
+    assert boolean.status_code == 400 and "documents.0.id" in boolean.json()["error"]["message"]
+    again = httpx.post(f"{url}/v1/documents", json={"documents": [new, new]}).json()
+    assert again == {"added": 1, "updated": 0, "unchanged": 0, "deleted": 0}
+    assert httpx.post(f"{url}/v1/documents", json={"documents": [new]}).json()["unchanged"] == 1
+    assert httpx.post(f"{url}/v1/documents", json={"delete": ["new-1"]}).json()["deleted"] == 1
     metrics = httpx.get(f"{url}/metrics").text
     assert 'dec2vec_requests_total{path="/v1/search",status="200"}' in metrics
     assert "dec2vec_request_seconds_bucket" in metrics and "dec2vec_tokens_total" in metrics

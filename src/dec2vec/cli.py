@@ -482,6 +482,8 @@ def serve(
     max_input_tokens: Annotated[int, typer.Option(help="Tokens per text.")] = 512,
     long_inputs: Annotated[str, typer.Option(help="Longer texts: truncate, or error (413).")] = "truncate",
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 4 * 1024 * 1024,
+    max_prompt_tokens: Annotated[int, typer.Option(help="Tokens per generation prompt (413 beyond).")] = 4096,
+    max_documents: Annotated[int, typer.Option(help="Documents per /v1/documents request.")] = 256,
     generation: Annotated[bool, typer.Option(help="Serve /v1/chat/completions and /v1/completions.")] = True,
 ) -> None:
     """Serve embeddings (OpenAI-compatible), generation, search and a web page over HTTP."""
@@ -505,11 +507,19 @@ def serve(
         model_name=Path(encoder.source).name,
         api_key=api_key, admin_key=admin_key, max_inputs=max_inputs, max_input_tokens=max_input_tokens,
         long_inputs=long_inputs, max_body_bytes=max_body_bytes, max_batch=max_batch,  # type: ignore[arg-type]
-        max_wait_ms=max_wait_ms, generation=generation,
+        max_wait_ms=max_wait_ms, generation=generation, max_prompt_tokens=max_prompt_tokens,
+        max_documents=max_documents,
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         console.print(f"[yellow]serving on {host} without an API key: anyone who can reach it can use it[/]")
-    uvicorn.run(create_app(encoder, db, settings), host=host, port=port, log_level="warning")
+    # Open streams get 5 s to finish on shutdown, then are cancelled (their generation stops with them).
+    uvicorn.run(
+        create_app(encoder, db, settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
 
 
 @app.command()

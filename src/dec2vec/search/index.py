@@ -173,6 +173,20 @@ class Index:
             self._refuse_another(recorded, info["spec"], info["dim"], info["fingerprint"])
         return self._ingest(items, batch_size, show_progress)
 
+    def embed(self, documents: Sequence[Document]) -> list[Embedded]:
+        """Chunks and vectors of the documents not already stored with this content, for ``add_embedded``.
+
+        Lets a caller do the slow part in pieces (the server, so searches run in between) and then write
+        them in one short transaction.
+        """
+        stored = self.store.hashes([doc.id for doc in documents]) if self.store.info() else {}
+        changed = [doc for doc in documents if stored.get(doc.id) != doc.content_hash()]
+        embedded = chunk_and_embed(self.encoder, changed, self.chunk_tokens, self.chunk_overlap)
+        return [
+            Embedded(doc, doc.content_hash(), chunks, vectors)
+            for doc, (chunks, vectors) in zip(changed, embedded, strict=True)
+        ]
+
     def _refuse_another(self, recorded: Mapping[str, Any], spec: str, dim: int, fingerprint: str) -> None:
         """Raise unless the vectors at hand come from the encoder this index recorded."""
         if fingerprint != recorded["fingerprint"]:

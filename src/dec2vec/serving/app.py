@@ -26,11 +26,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, StrictStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dec2vec.encoder import Encoder
 from dec2vec.search import Document, Index
+from dec2vec.search.index import EMBED_DOCUMENTS, encoder_info
 from dec2vec.serving.batching import MicroBatcher
 
 
@@ -183,7 +184,7 @@ class SearchRequest(BaseModel):
 
 
 class DocumentIn(BaseModel):
-    id: str | int
+    id: StrictStr | StrictInt  # strict: true must not become document "1"
     text: str = Field(min_length=1)
     title: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -204,6 +205,7 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
     settings = settings or ServerSettings()
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dec2vec-model")
     generation_threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dec2vec-generate")
+    writing = asyncio.Lock()
     generating: set[threading.Event] = set()  # one per running generation: set it and that one stops
     registry = CollectorRegistry()
     requests_total = Counter("dec2vec_requests", "HTTP requests", ["path", "status"], registry=registry)
@@ -497,19 +499,32 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
     @app.post("/v1/documents", dependencies=admin)
     async def documents(body: DocumentsRequest) -> dict[str, Any]:
         index_ = the_index()
-        docs = [Document(str(d.id), d.text, d.title, d.metadata) for d in body.documents]
+        for name, items in (("documents", body.documents), ("delete", body.delete)):
+            if len(items) > settings.max_documents:
+                raise APIError(
+                    413, f"{len(items)} {name}: at most {settings.max_documents} per request", name
+                )
+        docs = list(
+            {str(d.id): Document(str(d.id), d.text, d.title, d.metadata) for d in body.documents}.values()
+        )
+        async with writing:  # one write request at a time, so what is found unchanged stays unchanged
+            # Embedding runs in pieces on the model thread, so searches queued meanwhile run in between;
+            # the write itself is one short transaction.
+            embedded = []
+            for start in range(0, len(docs), EMBED_DOCUMENTS):
+                embedded += await on_model_thread(index_.embed, docs[start : start + EMBED_DOCUMENTS])
 
-        def write() -> dict[str, Any]:
-            report = index_.add(docs, show_progress=False) if docs else None
-            deleted = index_.delete(body.delete) if body.delete else 0
-            added = (
-                {"added": report.added, "updated": report.updated, "unchanged": report.unchanged}
-                if report
-                else {}
-            )
-            return {**added, "deleted": deleted}
+            def write() -> dict[str, Any]:
+                added = {}
+                if docs:
+                    report = index_.add_embedded(
+                        embedded, encoder_info(encoder), batch_size=max(len(embedded), 1), show_progress=False
+                    )
+                    unchanged = report.unchanged + len(docs) - len(embedded)
+                    added = {"added": report.added, "updated": report.updated, "unchanged": unchanged}
+                return {**added, "deleted": index_.delete(body.delete) if body.delete else 0}
 
-        return await on_model_thread(write)
+            return await on_model_thread(write)
 
     # ---- operations and the page --------------------------------------------------------------------
 
