@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,9 +181,36 @@ def test_cache_hits_on_rerun_and_misses_when_weights_change(make_tiny_checkpoint
     assert changed.dir != first.dir
     assert not np.allclose(changed.encode(texts), vectors) and changed.misses == 1
     tokens = changed.token_embeddings(texts)
-    np.testing.assert_array_equal(
-        CachedEncoder(encoder, tmp_path / "cache").token_embeddings(texts)[1][0], tokens[1][0]
-    )
+    reread = CachedEncoder(encoder, tmp_path / "cache")
+    assert reread.token_embeddings(texts) is not None and reread.hits == 1
+    for (states, spans), (cached_states, cached_spans) in zip(
+        tokens, reread.token_embeddings(texts), strict=True
+    ):
+        np.testing.assert_array_equal(cached_states, states)
+        assert cached_spans == spans
+
+
+class _Planted:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_cache_file_is_refused_and_runs_nothing(make_tiny_checkpoint, tmp_path):
+    """Cache folders may be shared: files are read without pickles, so a planted one cannot run code."""
+    cached = CachedEncoder(Encoder.load(make_tiny_checkpoint("qwen2")), tmp_path / "cache")
+    cached.token_embeddings(["a cat"])
+    (path,) = cached.dir.glob("tokens-*")
+    marker = tmp_path / "pwned"
+    planted = np.empty(1, dtype=object)
+    planted[0] = _Planted(marker)
+    with path.open("wb") as f:
+        np.savez(f, states=planted)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        cached.token_embeddings(["a cat"])
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -307,7 +308,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(how, corpus, make_t
     _wait_for_step(log, 12, process)
     process.send_signal(how)
     code = process.wait(timeout=60)
-    checkpoint = torch.load(tmp_path / "killed" / "01-simcse" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "killed" / "01-simcse" / "checkpoint.pt", weights_only=True)
     if how == signal.SIGTERM:
         assert code == 130  # checkpointed at the step it was on, then exited cleanly
     else:
@@ -325,3 +326,24 @@ def test_killed_training_resumes_to_the_uninterrupted_result(how, corpus, make_t
     straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
     for name, value in straight.items():
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+class _Planted:
+    """What an attacker pickles: loading it with weights_only=False touches the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_checkpoint_is_refused_and_runs_nothing(corpus, make_tiny_checkpoint, tmp_path):
+    recipe = _recipe_file(tmp_path, corpus, 10)
+    stage = tmp_path / "out" / "01-simcse"
+    stage.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    torch.save({"step": 5, "config": _Planted(marker)}, stage / "checkpoint.pt")
+    with pytest.raises(ValueError, match="dec2vec did not write it"):
+        train(load_recipe(recipe), str(make_tiny_checkpoint("llama")), tmp_path / "out", resume=True)
+    assert not marker.exists()

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import signal
 import time
 from collections.abc import Callable
@@ -510,7 +511,13 @@ class StageTrainer:
         distributed.barrier()
 
     def _restore(self) -> None:
-        state = torch.load(self.dir / CHECKPOINT, weights_only=False)
+        try:  # tensors and plain containers only: a checkpoint planted in a shared --out cannot run code
+            state = torch.load(self.dir / CHECKPOINT, weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{self.dir / CHECKPOINT} holds more than tensors and plain values, so dec2vec did not write "
+                f"it: refusing to load it ({err}); remove it to restart the stage"
+            ) from err
         saved = {k: v for k, v in state["config"].items() if k not in ("checkpoint_every", "log_every")}
         current = {k: v for k, v in asdict(self.config).items() if k not in ("checkpoint_every", "log_every")}
         if saved != current:
