@@ -36,6 +36,33 @@ def test_embed_jsonl_to_jsonl_keeps_ids(make_tiny_checkpoint, tmp_path):
     np.testing.assert_allclose(np.array([r["embedding"] for r in out]), expected, atol=1e-6)
 
 
+def test_embed_shards_line_files_and_each_shard_says_which_rows_it_holds(make_tiny_checkpoint, tmp_path):
+    model = str(make_tiny_checkpoint("llama"))
+    lines = [f"sentence number {i} about a cat" for i in range(7)]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    args = ["embed", "-m", model, "-i", str(tmp_path / "in.txt")]
+    rows = []
+    for i in range(3):  # two machines each given a third used to both embed everything
+        result = runner.invoke(app, [*args, "-o", str(tmp_path / f"part{i}.jsonl"), "--shard", f"{i}/3"])
+        assert result.exit_code == 0, result.output
+        rows += [json.loads(line) for line in (tmp_path / f"part{i}.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rows] == list(range(7)) and [r["id"] for r in rows] == list(range(7))
+    expected = Encoder.load(model).encode(lines)
+    np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), expected, atol=1e-5)
+    refused = [
+        (["-o", str(tmp_path / "o.npy"), "--shard", "1/2"], "could not say which rows"),
+        (["-o", str(tmp_path / "o.npy"), "--shard", "2/2"], "expected 0 <= i < N"),
+        (["-o", str(tmp_path / "o.npy"), "--chunk-tokens", "64"], "--chunk-tokens does not apply"),
+        (["-o", str(tmp_path / "o.npy"), "--ray"], "--ray does not apply"),
+        (["-o", str(tmp_path / "shards"), "--prompt-name", "query"], "--prompt-name does not apply"),
+        (["-o", str(tmp_path / "o.npy"), "--batch-size", "0"], "--batch-size"),
+    ]
+    for extra, message in refused:
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "o.npy").exists() and not (tmp_path / "shards").exists()
+
+
 def test_embed_malformed_jsonl_names_file_and_line(make_tiny_checkpoint, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"txt": "oops"}\n')

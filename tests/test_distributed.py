@@ -109,7 +109,7 @@ def test_two_processes_train_like_one_with_their_batches_together_and_resume_aft
         time.sleep(0.05)
     os.killpg(killed.pid, signal.SIGKILL)  # torchrun and both workers, without warning
     killed.wait()
-    assert 0 < torch.load(checkpoint, weights_only=False)["step"] < 6
+    assert 0 < torch.load(checkpoint, weights_only=True)["step"] < 6
     _finish(_train(two_recipe, model, tmp_path / "killed", 2, "--resume", launcher=launcher))
     resumed = _weights(tmp_path / "killed")
     for name, value in two.items():

@@ -85,45 +85,71 @@ def embed(
     pooling: PoolingOpt = None,
     dtype: DtypeOpt = "float32",
     prompt_name: Annotated[
-        str | None, typer.Option(help="Named prompt of the encoder (query, document).")
+        str | None, typer.Option(help="Lines: named prompt of the encoder (query, document).")
     ] = None,
-    field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
-    batch_size: int = 32,
+    field: Annotated[str | None, typer.Option(help="Lines: JSONL field holding the text (text).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Lines: texts per forward pass (32).")] = None,
     shard: Annotated[
-        str, typer.Option(help="Corpus: embed shard i of N (contiguous slices), as i/N.")
+        str, typer.Option(help="Embed shard i of N (contiguous slices of the rows or documents), as i/N.")
     ] = "0/1",
     ray: Annotated[bool, typer.Option("--ray", help="Corpus: run as a Ray Data job.")] = False,
     address: Annotated[
-        str | None, typer.Option(help="Ray cluster to join (default: start a local one).")
+        str | None, typer.Option(help="Corpus, Ray: cluster to join (default: start a local one).")
     ] = None,
-    actors: Annotated[int, typer.Option(help="Ray: encoder actors.")] = 2,
-    chunk_tokens: Annotated[int, typer.Option(help="Corpus: longest chunk, in tokens.")] = 256,
-    chunk_overlap: Annotated[int, typer.Option(help="Corpus: tokens shared by consecutive chunks.")] = 32,
+    actors: Annotated[int | None, typer.Option(min=1, help="Corpus, Ray: encoder actors (2).")] = None,
+    chunk_tokens: Annotated[
+        int | None, typer.Option(min=8, help="Corpus: longest chunk, in tokens (256).")
+    ] = None,
+    chunk_overlap: Annotated[
+        int | None, typer.Option(min=0, help="Corpus: tokens shared by consecutive chunks (32).")
+    ] = None,
 ) -> None:
     """Embed each line of a file into .npy/.jsonl, or a corpus of documents into Parquet shards.
 
     Corpus mode (output is a folder): documents from a folder, .jsonl ({id, text, title?, metadata?}) or
     .parquet are chunked as the index does and written as Parquet shards that `dec2vec index add` loads.
     """
-    if output.suffix in (".npy", ".jsonl"):
-        if input.is_dir():
-            raise _fail(f"{input} is a folder: embed a corpus into a folder of Parquet shards (-o DIR)")
-        _embed_lines(input, output, _load(model, attention, pooling, dtype), prompt_name, field, batch_size)
-        return
-    from dec2vec import corpus
-
     try:
         index, count = (int(part) for part in shard.split("/"))
     except ValueError as err:
         raise _fail(f"--shard {shard!r}: expected i/N, e.g. 0/4") from err
+    if not 0 <= index < count:
+        raise _fail(f"--shard {shard}: expected 0 <= i < N")
+    lines = output.suffix in (".npy", ".jsonl")
+    given = {
+        "--prompt-name": prompt_name, "--field": field, "--batch-size": batch_size,  # lines only
+        "--ray": ray or None, "--address": address, "--actors": actors,  # corpus only
+        "--chunk-tokens": chunk_tokens, "--chunk-overlap": chunk_overlap,
+    }  # fmt: skip
+    other_mode = list(given)[3:] if lines else list(given)[:3]
+    if misplaced := [flag for flag in other_mode if given[flag] is not None]:
+        mode = "line-file output (.npy/.jsonl)" if lines else "corpus output (a folder)"
+        raise _fail(f"{', '.join(misplaced)} does not apply to a {mode}")
+    if lines:
+        if input.is_dir():
+            raise _fail(f"{input} is a folder: embed a corpus into a folder of Parquet shards (-o DIR)")
+        if count > 1 and output.suffix == ".npy":
+            raise _fail("--shard with a .npy output: it could not say which rows it holds; write .jsonl")
+        encoder = _load(model, attention, pooling, dtype)
+        _embed_lines(input, output, encoder, prompt_name, field or "text", batch_size or 32, (index, count))
+        return
+    if ray and count > 1:
+        raise _fail("--shard does not apply with --ray (Ray spreads the whole corpus over its actors)")
+    from dec2vec import corpus
+
     try:
         documents = corpus.read_corpus([input])
     except ValueError as err:
         raise _fail(str(err)) from err
     encoder = _load(model, attention, pooling, dtype)
-    chunking = {"chunk_tokens": chunk_tokens, "chunk_overlap": chunk_overlap}
+    chunking = {
+        "chunk_tokens": chunk_tokens or 256,
+        "chunk_overlap": 32 if chunk_overlap is None else chunk_overlap,
+    }
     if ray:
-        paths = corpus.embed_with_ray(encoder, documents, output, actors=actors, address=address, **chunking)
+        paths = corpus.embed_with_ray(
+            encoder, documents, output, actors=actors or 2, address=address, **chunking
+        )
     else:
         try:
             paths = [corpus.embed_shard(encoder, documents, output, (index, count), **chunking)]
@@ -133,20 +159,32 @@ def embed(
 
 
 def _embed_lines(
-    input: Path, output: Path, encoder: Encoder, prompt_name: str | None, field: str, batch_size: int
+    input: Path,
+    output: Path,
+    encoder: Encoder,
+    prompt_name: str | None,
+    field: str,
+    batch_size: int,
+    shard: tuple[int, int],
 ) -> None:
+    """Rows ``i·n/N … (i+1)·n/N`` of the file; .jsonl lines carry each row's number and id."""
     try:
         texts, ids = read_texts(input, field)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--input") from err
-    vectors = encoder.encode(texts, prompt_name=prompt_name, batch_size=batch_size, show_progress=True)
+    index, count = shard
+    start, stop = len(texts) * index // count, len(texts) * (index + 1) // count
+    vectors = encoder.encode(
+        texts[start:stop], prompt_name=prompt_name, batch_size=batch_size, show_progress=True
+    )
     if output.suffix == ".npy":
         np.save(output, vectors)
     else:
         with output.open("w", encoding="utf-8") as out:
-            for row_id, vector in zip(ids, vectors, strict=True):
-                out.write(json.dumps({"id": row_id, "embedding": vector.tolist()}) + "\n")
-    console.print(f"wrote {len(texts)} embeddings of dimension {encoder.dim} to {output}")
+            for row, vector in enumerate(vectors, start=start):
+                out.write(json.dumps({"row": row, "id": ids[row], "embedding": vector.tolist()}) + "\n")
+    rows = f"rows {start}-{stop - 1} of {len(texts)}: " if count > 1 else ""
+    console.print(f"wrote {rows}{len(vectors)} embeddings of dimension {encoder.dim} to {output}")
 
 
 @app.command()
