@@ -164,6 +164,26 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(url):
             "expected FIELD=VALUE",
         ),
     ]
+    json_bytes = {"content-type": "application/json"}
+    raw = lambda path, content: httpx.post(f"{url}{path}", content=content, headers=json_bytes)  # noqa: E731
+    search = lambda body: httpx.post(f"{url}/v1/search", json=body)  # noqa: E731
+    checks += [
+        (post({"input": [10**9]}), 400, "token id 1000000000 is not in"),
+        (post({"input": [[5, -1]]}), 400, "token id -1 is not in"),
+        (raw("/v1/embeddings", b'{"input": "a\\ud800b"}'), 400, "body.input: invalid text (a lone surrogate"),
+        (raw("/v1/completions", b'{"prompt": "a\\udc00"}'), 400, "body.prompt: invalid text"),
+        (raw("/v1/documents", b'{"documents": [{"id": "x\\ud800", "text": "t"}]}'), 400, "documents[0].id"),
+        (raw("/v1/documents", b'{"documents": [{"id": "x", "text": "t", "metadata": {"k": ["\\ud800"]}}]}'),
+         400, "invalid text"),
+        (raw("/v1/embeddings", b'{"input": "a\xff\xfe"}'), 400, "error parsing the body"),
+        (raw("/v1/search", b'{"query": "x", "weights": {"dense": NaN}}'), 400, "finite number"),
+        (raw("/v1/search", b'{"query": "x", "filters": {"year": {">": 1e999}}}'), 400, "finite number"),
+        (search({"query": "x", "rrf_k": 10**30}), 400, "rrf_k"),
+        (search({"query": "x", "filters": {"l": {"a": {"b": 1}}}}), 400, "operator"),
+        (httpx.get(f"{url}/nope"), 404, "Not Found"),
+        (httpx.get(f"{url}/v1/embeddings"), 405, "Method Not Allowed"),
+        (post(None, content=(b"x" * 1000 for _ in range(30)), headers=json_bytes), 413, "over 20000 bytes"),
+    ]  # fmt: skip
     for response, status, message in checks:
         assert response.status_code == status, response.text
         assert message in response.json()["error"]["message"]
@@ -259,6 +279,31 @@ def test_api_keys_guard_every_endpoint_but_health(encoder, db):
         assert httpx.post(f"{base}/v1/documents", json=write, headers=admin).status_code == 200
         client = OpenAI(base_url=f"{base}/v1", api_key="user-key")
         assert len(client.embeddings.create(model="tiny", input="x").data[0].embedding) == encoder.dim
+        lower = {"Authorization": "bearer user-key"}  # RFC 7235: the scheme is case-insensitive
+        assert httpx.post(f"{base}/v1/embeddings", json=body, headers=lower).status_code == 200
+        assert httpx.get(f"{base}/openapi.json").status_code == 401  # the API's description is behind the key
+        assert "/v1/search" in httpx.get(f"{base}/openapi.json", headers=user).json()["paths"]
+        assert httpx.get(f"{base}/docs").status_code == 404 and httpx.get(f"{base}/redoc").status_code == 404
+
+
+def test_host_header_check_and_cors_are_explicit(encoder):
+    settings = ServerSettings(allowed_hosts=["localhost", "127.0.0.1"], cors_origins=["https://app.example"])
+    with running(create_app(encoder, None, settings)) as base:
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        rebound = httpx.get(f"{base}/healthz", headers={"Host": "attacker.example"})  # DNS rebinding
+        assert rebound.status_code == 400
+        preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+        allowed = httpx.options(f"{base}/v1/embeddings", headers=preflight)
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        other = httpx.post(
+            f"{base}/v1/embeddings", json={"input": "x"}, headers={"Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+    with running(create_app(encoder, None, ServerSettings())) as base:  # default: no CORS at all
+        plain = httpx.post(
+            f"{base}/v1/embeddings", json={"input": "x"}, headers={"Origin": "https://app.example"}
+        )
+        assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
 
 
 def test_web_page_searches_and_compares_in_headless_chromium(url):

@@ -17,16 +17,19 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictInt, StrictStr, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dec2vec.encoder import Encoder
@@ -51,6 +54,8 @@ class ServerSettings:
     max_new_tokens: int = 1024  # cap on generation length
     max_prompt_tokens: int = 4096  # cap on a generation prompt (and never beyond the model's context)
     max_documents: int = 256  # documents per /v1/documents request
+    allowed_hosts: list[str] | None = None  # Host header names accepted (DNS rebinding); None: any
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed to call; none by default
     generation: bool = True
 
 
@@ -82,30 +87,33 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._refuse(send)
-        seen = 0
+        seen, refused = 0, False
 
+        # Over the limit, the 413 is sent at once and the app is told the client left: raising instead
+        # would reach FastAPI's body parser, which turns any error into a 400.
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLarge
+                refused = True
+                await self._refuse(send)
+                return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, unless_refused)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(_error_body(413, f"request body over {self.limit} bytes")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class Measure:
@@ -141,7 +149,37 @@ class Measure:
 # ---- request bodies ---------------------------------------------------------------------------------
 
 
-class EmbeddingRequest(BaseModel):
+def _text_everywhere(value: Any, where: str = "body") -> None:
+    """Every string in a body (keys too) must be valid Unicode: JSON escapes can smuggle in lone surrogates,
+    which cannot be tokenized, stored or written back out."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{where}: invalid text (a lone surrogate at character {err.start})") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _text_everywhere(key, where)
+            _text_everywhere(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _text_everywhere(item, f"{where}[{i}]")
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are ignored, as OpenAI's are; all text must be valid Unicode."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_text(cls, data: Any) -> Any:
+        _text_everywhere(data)
+        return data
+
+
+Weight = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
+
+
+class EmbeddingRequest(Body):
     input: str | list[str] | list[int] | list[list[int]]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
@@ -150,12 +188,12 @@ class EmbeddingRequest(BaseModel):
     input_type: Literal["query", "document"] | None = None  # dec2vec: apply that prompt of the encoder
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(Body):
     role: Literal["system", "user", "assistant"]
     content: str
 
 
-class GenerationOptions(BaseModel):
+class GenerationOptions(Body):
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
@@ -172,25 +210,25 @@ class CompletionRequest(GenerationOptions):
     prompt: str | list[str]
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(Body):
     query: str = Field(min_length=1)
     k: int = Field(default=10, ge=1, le=1000)
     mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
     filters: dict[str, Any] | list[str] | None = None
     rerank: Literal["maxsim", "yes"] | None = None
     rerank_candidates: int = Field(default=20, ge=1, le=200)
-    rrf_k: int = Field(default=60, ge=1)
-    weights: dict[str, float] | None = None
+    rrf_k: int = Field(default=60, ge=1, le=100_000)
+    weights: dict[Literal["dense", "lexical"], Weight] | None = None
 
 
-class DocumentIn(BaseModel):
+class DocumentIn(Body):
     id: StrictStr | StrictInt  # strict: true must not become document "1"
     text: str = Field(min_length=1)
     title: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class DocumentsRequest(BaseModel):
+class DocumentsRequest(Body):
     documents: list[DocumentIn] = Field(default_factory=list)
     delete: list[str] = Field(default_factory=list)
 
@@ -244,14 +282,31 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
             await on_model_thread(state["index"].close)
         model_thread.shutdown(wait=True)
 
-    app = FastAPI(title="dec2vec", lifespan=lifespan)
+    public = settings.api_key is None  # with a key, the API description is behind it and no docs page
+    app = FastAPI(
+        title="dec2vec",
+        lifespan=lifespan,
+        docs_url="/docs" if public else None,
+        redoc_url="/redoc" if public else None,
+        openapi_url="/openapi.json" if public else None,
+    )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    if settings.allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(Measure, requests=requests_total, latency=latency)  # outermost: sees the 413s too
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's, ours, and the router's 404/405
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         param = getattr(err, "param", None)
-        return JSONResponse(_error_body(err.status_code, str(err.detail), param), status_code=err.status_code)
+        body = _error_body(err.status_code, str(err.detail), param)
+        return JSONResponse(body, status_code=err.status_code, headers=getattr(err, "headers", None))
 
     @app.exception_handler(Exception)
     async def failed(request: Request, err: Exception) -> JSONResponse:
@@ -269,10 +324,10 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
             wanted = settings.admin_key if admin and settings.admin_key else settings.api_key
             if wanted is None:
                 return
-            given = request.headers.get("authorization", "")
-            if not given.startswith("Bearer "):
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer":  # RFC 7235: the scheme is case-insensitive
                 raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'")
-            if not secrets.compare_digest(given.removeprefix("Bearer ").encode(), wanted.encode()):
+            if not secrets.compare_digest(given.strip().encode(), wanted.encode()):
                 raise APIError(403 if admin and settings.admin_key else 401, "invalid API key")
 
         return check
@@ -284,6 +339,13 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
 
     def texts_of(body: EmbeddingRequest) -> list[str]:
         given = body.input
+        if given and not isinstance(given, str) and not isinstance(given[0], str):  # token ids
+            vocabulary = len(encoder.tokenizer)
+            for i, ids in enumerate(given if isinstance(given[0], list) else [given]):
+                if bad := [t for t in ids if not 0 <= t < vocabulary]:  # type: ignore[union-attr]
+                    raise APIError(
+                        400, f"input[{i}]: token id {bad[0]} is not in 0..{vocabulary - 1}", "input"
+                    )
         if isinstance(given, str):
             texts = [given]
         elif given and isinstance(given[0], int):  # one text as token ids
@@ -531,6 +593,12 @@ def create_app(encoder: Encoder, index: str | None = None, settings: ServerSetti
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": settings.model_name, "index": state["index"] is not None}
+
+    if not public:
+
+        @app.get("/openapi.json", dependencies=user, include_in_schema=False)
+        async def openapi() -> dict[str, Any]:
+            return app.openapi()
 
     @app.get("/metrics", dependencies=user)
     async def metrics() -> Response:
