@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,6 +282,43 @@ def test_cli_indexes_searches_and_deletes(make_tiny_checkpoint, tmp_path):
     assert result.exit_code == 0 and "58" in result.output
     result = runner.invoke(app, ["search", db, "x", "--filter", "lang"])
     assert result.exit_code != 0 and "expected FIELD=VALUE" in result.output
+
+
+def test_cli_mistakes_get_one_clear_line_not_a_traceback(make_tiny_checkpoint, tmp_path):
+    runner = CliRunner()
+    model = str(make_tiny_checkpoint("llama"))
+    _write_jsonl(tmp_path / "docs.jsonl", corpus(30))
+    db = str(tmp_path / "ok.db")
+    assert runner.invoke(app, ["index", "add", db, str(tmp_path / "docs.jsonl"), "-m", model]).exit_code == 0
+    (tmp_path / "text.db").write_text("not a database at all\n" * 100)
+    truncated = tmp_path / "truncated.db"
+    truncated.write_bytes(Path(db).read_bytes()[:3000])
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 ok\nna\xefve\n".encode("latin-1"))
+    missing = str(tmp_path / "missing.db")
+    cases = [
+        (["index", "stats", str(tmp_path / "text.db")], "not a usable SQLite index"),
+        (["search", str(truncated), "x"], "truncated.db"),
+        (["index", "stats", str(truncated)], "truncated.db"),
+        (["search", missing, "x"], "no such index"),
+        (["index", "stats", missing], "no such index"),
+        (["index", "delete", missing, "d1"], "no such index"),
+        (["search", db, "x", "--filter", "year>=1e999"], "finite number"),
+        (["search", db, "x", "--filter", f"year>={10**30}"], "64-bit integer"),
+        (["search", db, "x", "--rrf-k", "0"], "--rrf-k"),
+        (["search", db, "x", "-k", "0"], "-k"),
+        (["search", db, "x", "--rerank-candidates", "0"], "--rerank-candidates"),
+        (["search", db, "x", "--dense-weight", "nan"], "weights"),
+        (["search", db, "x", "--pooling", "last"], "--pooling applies with --model only"),
+        (["embed", "-m", model, "-i", str(tmp_path / "latin1.txt"), "-o", str(tmp_path / "v.npy")],
+         "latin1.txt:1: not UTF-8"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), args
+    assert not Path(missing).exists()  # reading commands never create an index
+    hits = runner.invoke(app, ["search", db, "city", "-k", "5000", "--mode", "dense", "--json"])
+    assert hits.exit_code == 0 and len(json.loads(hits.stdout)) == 30  # beyond sqlite-vec's 4,096: clamped
 
 
 def test_a_second_writer_gets_a_clear_error_while_an_ingest_holds_the_lock(encoder, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import json
 import logging
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from dec2vec.backbone import DEFAULT_BACKBONE, NAMED_BACKBONES, BackboneNotFoundError
 from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder
-from dec2vec.files import read_jsonl
+from dec2vec.files import all_lines, read_jsonl
 from dec2vec.pooling import POOLING_METHODS
 from dec2vec.shipped import DEFAULT_MODEL, SHIPPED
 
@@ -62,7 +62,7 @@ def read_texts(path: Path, field: str) -> tuple[list[str], list[object]]:
     if path.suffix == ".jsonl":
         rows = read_jsonl(path, {field: str})
         return [row[field] for row in rows], [row.get("id", i) for i, row in enumerate(rows)]
-    texts = path.read_text(encoding="utf-8").splitlines()
+    texts = [line for _, line in all_lines(path)]
     return texts, list(range(len(texts)))
 
 
@@ -130,8 +130,12 @@ def embed(
             raise _fail(f"{input} is a folder: embed a corpus into a folder of Parquet shards (-o DIR)")
         if count > 1 and output.suffix == ".npy":
             raise _fail("--shard with a .npy output: it could not say which rows it holds; write .jsonl")
+        try:  # the file is read before the model loads: a bad line costs no time
+            texts, ids = read_texts(input, field or "text")
+        except ValueError as err:
+            raise _fail(str(err)) from err
         encoder = _load(model, attention, pooling, dtype)
-        _embed_lines(input, output, encoder, prompt_name, field or "text", batch_size or 32, (index, count))
+        _embed_lines(texts, ids, output, encoder, prompt_name, batch_size or 32, (index, count))
         return
     if ray and count > 1:
         raise _fail("--shard does not apply with --ray (Ray spreads the whole corpus over its actors)")
@@ -159,19 +163,15 @@ def embed(
 
 
 def _embed_lines(
-    input: Path,
+    texts: list[str],
+    ids: list[object],
     output: Path,
     encoder: Encoder,
     prompt_name: str | None,
-    field: str,
     batch_size: int,
     shard: tuple[int, int],
 ) -> None:
     """Rows ``i·n/N … (i+1)·n/N`` of the file; .jsonl lines carry each row's number and id."""
-    try:
-        texts, ids = read_texts(input, field)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--input") from err
     index, count = shard
     start, stop = len(texts) * index // count, len(texts) * (index + 1) // count
     vectors = encoder.encode(
@@ -320,10 +320,27 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _open_index(db: str, model: str | None, attention: str | None, pooling: str | None, dtype: str, **kw):
-    """The index at ``db``, searched/filled with ``--model`` or, when none is given, its recorded encoder."""
+def _open_index(
+    db: str,
+    model: str | None,
+    attention: str | None,
+    pooling: str | None,
+    dtype: str,
+    *,
+    create: bool = False,
+    **kw: Any,
+):
+    """The index at ``db``, searched/filled with ``--model`` or, when none is given, its recorded encoder.
+
+    Only ``index add`` (``create``) may start a new SQLite file: reading commands never leave one behind.
+    """
     from dec2vec.search import EncoderMismatchError, Index
 
+    if not create and "://" not in db and not Path(db).is_file():
+        raise _fail(f"{db}: no such index (build one with `dec2vec index add {db} FILE`)")
+    if model is None and (attention or pooling):
+        flag = "--attention" if attention else "--pooling"
+        raise _fail(f"{flag} applies with --model only: without it the index uses the encoder it records")
     try:
         encoder = _load(model, attention, pooling, dtype) if model else None
         return Index(db, encoder, **kw)
@@ -364,7 +381,7 @@ def index_add(
     if model is None and not Path(db).exists() and "://" not in db:
         model = DEFAULT_MODEL
     index = _open_index(
-        db, model, attention, pooling, dtype,
+        db, model, attention, pooling, dtype, create=True,
         quantization=quantization, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
     )  # fmt: skip
     with index:
@@ -382,7 +399,7 @@ def index_add(
 def _index_shards(db: str, paths: list[Path], quantization: str, batch_size: int) -> None:
     from dec2vec import corpus
 
-    with _open_index(db, None, None, None, "float32", quantization=quantization) as index:
+    with _open_index(db, None, None, None, "float32", create=True, quantization=quantization) as index:
         for path in paths:
             try:
                 report = corpus.load_shards(index, path, batch_size=batch_size)
@@ -420,14 +437,14 @@ def index_delete(db: DbArg, ids: Annotated[list[str], typer.Argument(help="Docum
 def search(
     db: DbArg,
     query: Annotated[str | None, typer.Argument(help="The query (or use --queries).")] = None,
-    k: Annotated[int, typer.Option("-k", help="How many documents.")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, help="How many documents.")] = 10,
     mode: Annotated[str, typer.Option(help="dense, lexical or hybrid (RRF).")] = "hybrid",
     filter: Annotated[
         list[str] | None, typer.Option("--filter", help="Repeatable: lang=en, tag=a,b (IN), year>=2000.")
     ] = None,
     rerank: Annotated[str | None, typer.Option(help="maxsim (late interaction) or yes (generative).")] = None,
-    rerank_candidates: Annotated[int, typer.Option(help="How many top documents to rerank.")] = 20,
-    rrf_k: Annotated[int, typer.Option(help="RRF constant k.")] = 60,
+    rerank_candidates: Annotated[int, typer.Option(min=1, help="How many top documents to rerank.")] = 20,
+    rrf_k: Annotated[int, typer.Option(min=1, help="RRF constant k.")] = 60,
     dense_weight: Annotated[float, typer.Option(help="RRF weight of the dense ranking.")] = 1.0,
     lexical_weight: Annotated[float, typer.Option(help="RRF weight of the lexical ranking.")] = 1.0,
     queries: Annotated[
@@ -490,6 +507,9 @@ def search(
     console.print(table)
 
 
+LOOPBACK_NAMES = ["localhost", "127.0.0.1"]
+
+
 @app.command()
 def serve(
     model: Annotated[
@@ -505,24 +525,39 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")
     ] = "127.0.0.1",
-    port: int = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
     api_key: Annotated[
         str | None, typer.Option(envvar="DEC2VEC_API_KEY", help="Require 'Authorization: Bearer KEY'.")
     ] = None,
     admin_key: Annotated[
         str | None, typer.Option(envvar="DEC2VEC_ADMIN_KEY", help="Key for document writes.")
     ] = None,
-    max_batch: Annotated[int, typer.Option(help="Texts per forward pass (1: no micro-batching).")] = 64,
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Texts per forward pass (1: no micro-batching).")
+    ] = 64,
     max_wait_ms: Annotated[
         float, typer.Option(help="How long a batch may wait to be as large as the last one.")
     ] = 20.0,
-    max_inputs: Annotated[int, typer.Option(help="Texts per embeddings request.")] = 256,
-    max_input_tokens: Annotated[int, typer.Option(help="Tokens per text.")] = 512,
+    max_inputs: Annotated[int, typer.Option(min=1, help="Texts per embeddings request.")] = 256,
+    max_input_tokens: Annotated[int, typer.Option(min=1, help="Tokens per text.")] = 512,
     long_inputs: Annotated[str, typer.Option(help="Longer texts: truncate, or error (413).")] = "truncate",
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 4 * 1024 * 1024,
-    max_prompt_tokens: Annotated[int, typer.Option(help="Tokens per generation prompt (413 beyond).")] = 4096,
-    max_documents: Annotated[int, typer.Option(help="Documents per /v1/documents request.")] = 256,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body.")] = 4 * 1024 * 1024,
+    max_prompt_tokens: Annotated[
+        int, typer.Option(min=1, help="Tokens per generation prompt (413 beyond).")
+    ] = 4096,
+    max_documents: Annotated[int, typer.Option(min=1, help="Documents per /v1/documents request.")] = 256,
     generation: Annotated[bool, typer.Option(help="Serve /v1/chat/completions and /v1/completions.")] = True,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Repeatable: Host header names to accept ('*': any). Default on loopback: "
+            "localhost and 127.0.0.1 (stops DNS rebinding); elsewhere any."
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Repeatable: browser origin allowed to call the API (none by default)."),
+    ] = None,
 ) -> None:
     """Serve embeddings (OpenAI-compatible), generation, search and a web page over HTTP."""
     import uvicorn
@@ -546,7 +581,8 @@ def serve(
         api_key=api_key, admin_key=admin_key, max_inputs=max_inputs, max_input_tokens=max_input_tokens,
         long_inputs=long_inputs, max_body_bytes=max_body_bytes, max_batch=max_batch,  # type: ignore[arg-type]
         max_wait_ms=max_wait_ms, generation=generation, max_prompt_tokens=max_prompt_tokens,
-        max_documents=max_documents,
+        max_documents=max_documents, cors_origins=cors_origin or [],
+        allowed_hosts=allowed_host or (LOOPBACK_NAMES if host in LOOPBACK_NAMES else None),
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         console.print(f"[yellow]serving on {host} without an API key: anyone who can reach it can use it[/]")

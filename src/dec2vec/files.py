@@ -12,14 +12,24 @@ class DataFormatError(ValueError):
     """A data file does not have the expected format; the message names the file and line."""
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line without its newline) for every non-blank line."""
+def all_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its line ending) for every line; bytes that are not UTF-8 are an error
+    naming the line."""
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                yield number, line.rstrip("\n")
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(
+                    f"{path}:{number}: not UTF-8 text (byte {raw[err.start]:#04x} at column {err.start + 1})"
+                ) from None
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) for every non-blank line."""
+    return ((number, line) for number, line in all_lines(path) if line.strip())
 
 
 def parse_json_object(path: Path, number: int, line: str) -> dict:

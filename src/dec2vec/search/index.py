@@ -25,6 +25,7 @@ from dec2vec.search.store import EncoderMismatchError, Quantization, Store, Stor
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+MAX_RESULTS = 100_000  # k, rerank_candidates and rrf_k beyond this are mistakes, not requests
 EMBED_DOCUMENTS = 32  # documents whose chunks are embedded together (length-sorted batches inside)
 
 
@@ -267,6 +268,14 @@ class Index:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if rerank is not None and rerank not in SCORERS:
             raise ValueError(f"rerank must be one of {', '.join(SCORERS)}, got {rerank!r}")
+        for name, value in (("k", k), ("rerank_candidates", rerank_candidates), ("rrf_k", rrf_k)):
+            if not 1 <= value <= MAX_RESULTS:
+                raise ValueError(f"{name} must be between 1 and {MAX_RESULTS}, got {value}")
+        for name, weight in (weights or {}).items():
+            if name not in ("dense", "lexical") or not 0 <= weight <= 1000:  # NaN fails both comparisons
+                raise ValueError(
+                    f"weights: {name}={weight}: expected dense or lexical, a number from 0 to 1000"
+                )
         if self.store.info() is None:
             return []
         wanted = normalize(filters)

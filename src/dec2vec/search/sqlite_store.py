@@ -26,6 +26,7 @@ class IndexLockedError(RuntimeError):
 
 
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another's lock before IndexLockedError
+KNN_LIMIT = 4096  # sqlite-vec's most neighbours per KNN query
 RESCORE_FACTOR = 8  # quantized KNN fetches k * this candidates, then ranks them by float cosine
 
 
@@ -38,8 +39,13 @@ def _connect(path: str) -> sqlite3.Connection:
     connection.enable_load_extension(True)
     sqlite_vec.load(connection)
     connection.enable_load_extension(False)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA foreign_keys=ON")
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header and schema
+    except module.DatabaseError as err:
+        connection.close()
+        raise ValueError(f"{path}: not a usable SQLite index ({err})") from err
     return connection
 
 
@@ -197,6 +203,8 @@ class SqliteStore:
         return (f" AND rowid IN (SELECT id FROM chunks WHERE {where})", params) if where else ("", [])
 
     def dense(self, vector: np.ndarray, k: int, filters: list[Filter]) -> list[tuple[int, float]]:
+        """The ``k`` nearest chunks; sqlite-vec finds at most 4,096 per query, so larger ``k`` is clamped."""
+        k = min(k, KNN_LIMIT)
         blob = np.asarray(vector, dtype=np.float32).tobytes()
         clause, params = self._filtered(filters)
         quantized = self.quantization
@@ -216,7 +224,7 @@ class SqliteStore:
             SELECT rowid, vec_distance_cosine(embedding, ?) AS d FROM chunks_vec
             WHERE rowid IN (SELECT rowid FROM candidates) ORDER BY d LIMIT ?
             """,
-            [blob, k * RESCORE_FACTOR, *params, blob, k],
+            [blob, min(k * RESCORE_FACTOR, KNN_LIMIT), *params, blob, k],
         ).fetchall()
         return [(rowid, 1.0 - distance) for rowid, distance in rows]
 
