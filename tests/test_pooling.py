@@ -64,11 +64,12 @@ def test_latent_attention_ignores_padding_and_prompt(side):
     assert torch.allclose(got, pool(noisy, attention, pooled, "latent_attention", latent), atol=1e-5)
 
 
-def test_empty_pool_mask_falls_back_to_all_tokens():
-    hidden = torch.arange(6, dtype=torch.float).view(1, 3, 2)
+def test_an_empty_pool_mask_is_the_zero_vector_except_for_first():
+    hidden = torch.arange(1, 7, dtype=torch.float).view(1, 3, 2)
     attention = torch.tensor([[1, 1, 0]])
-    got = pool(hidden, attention, torch.zeros_like(attention), "mean")
-    assert torch.allclose(got, hidden[0, :2].mean(0, keepdim=True))
+    for method in ("mean", "weighted_mean", "last"):
+        assert not pool(hidden, attention, torch.zeros_like(attention), method).any()  # type: ignore[arg-type]
+    assert torch.equal(pool(hidden, attention, torch.zeros_like(attention), "first"), hidden[:, 0])
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

@@ -257,8 +257,9 @@ class Encoder:
             if prefix:
                 while count < len(row) and offsets[count][1] <= len(prefix):
                     count += 1
-            if not row:  # an empty text with a tokenizer that adds no special tokens
+            if not row:  # an empty text with a tokenizer that adds no special tokens: attend to one token,
                 row, offsets = [self.tokenizer.eos_token_id or self.tokenizer.pad_token_id], [(0, 0)]
+                count = 1  # pool none (the zero vector, see pooling.pool)
             out.ids.append(row)
             out.n_prefix.append(count)
             shift = len(prefix)

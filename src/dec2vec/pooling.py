@@ -49,12 +49,23 @@ def pool(
 ) -> torch.Tensor:
     """Pool ``hidden`` (batch, seq, dim) over ``pool_mask`` (batch, seq) into float32 (batch, dim).
 
-    A row whose pool mask is empty (an empty text after its prompt) pools over all its tokens instead, so
-    every input gets a well-defined vector.
+    A row whose pool mask is empty (an empty text, after its prompt if any) is the zero vector, except for
+    ``first``, which takes the first attended token: what sentence-transformers gives for the same saved
+    model in each case.
     """
-    hidden = hidden.float()
     has_tokens = pool_mask.bool().any(dim=1, keepdim=True)
     mask = torch.where(has_tokens, pool_mask.bool(), attention_mask.bool())
+    pooled = _pool(hidden.float(), attention_mask, mask, method, latent)
+    return pooled if method == "first" else pooled * has_tokens
+
+
+def _pool(
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    mask: torch.Tensor,
+    method: PoolingMethod,
+    latent: LatentAttention | None,
+) -> torch.Tensor:
     seq = mask.shape[1]
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     if method == "mean":

@@ -264,6 +264,8 @@ class Index:
         documents, ``hybrid`` fuses the two rankings with RRF (``rrf_k``, per-retriever ``weights``), and
         an optional reranker reorders the top ``rerank_candidates``.
         """
+        if not query.strip():
+            raise ValueError("the query is empty")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if rerank is not None and rerank not in SCORERS:
