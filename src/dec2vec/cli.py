@@ -546,6 +546,9 @@ def serve(
         int, typer.Option(min=1, help="Tokens per generation prompt (413 beyond).")
     ] = 4096,
     max_documents: Annotated[int, typer.Option(min=1, help="Documents per /v1/documents request.")] = 256,
+    max_new_tokens: Annotated[
+        int, typer.Option(min=1, help="Most tokens one generation may produce.")
+    ] = 1024,
     generation: Annotated[bool, typer.Option(help="Serve /v1/chat/completions and /v1/completions.")] = True,
     allowed_host: Annotated[
         list[str] | None,
@@ -581,7 +584,7 @@ def serve(
         api_key=api_key, admin_key=admin_key, max_inputs=max_inputs, max_input_tokens=max_input_tokens,
         long_inputs=long_inputs, max_body_bytes=max_body_bytes, max_batch=max_batch,  # type: ignore[arg-type]
         max_wait_ms=max_wait_ms, generation=generation, max_prompt_tokens=max_prompt_tokens,
-        max_documents=max_documents, cors_origins=cors_origin or [],
+        max_documents=max_documents, max_new_tokens=max_new_tokens, cors_origins=cors_origin or [],
         allowed_hosts=allowed_host or (LOOPBACK_NAMES if host in LOOPBACK_NAMES else None),
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
