@@ -78,6 +78,9 @@ def test_cli_embeds_a_shard_and_bulk_loads_it(encoder, make_tiny_checkpoint, tmp
         result = runner.invoke(app, [*args, "--shard", f"{i}/2"])
         assert result.exit_code == 0, result.output
     assert pq.read_table(next(shards.glob("*.parquet"))).num_rows == 10
+    db = str(tmp_path / "i.db")
+    ignored = runner.invoke(app, ["index", "add", db, str(shards), "--chunk-tokens", "64"])
+    assert ignored.exit_code == 2 and "--chunk-tokens does not apply to embedded shards" in ignored.output
     result = runner.invoke(app, ["index", "add", str(tmp_path / "i.db"), str(shards)])
     assert result.exit_code == 0 and "20 added" in result.output, result.output
     other = Encoder.load(make_tiny_checkpoint("qwen2"), attention="bidirectional")

@@ -360,9 +360,11 @@ def index_add(
     pooling: PoolingOpt = None,
     dtype: DtypeOpt = "float32",
     quantization: Annotated[str, typer.Option(help="New SQLite index: float32, int8 or binary.")] = "float32",
-    chunk_tokens: Annotated[int, typer.Option(help="Longest chunk, in tokens.")] = 256,
-    chunk_overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive chunks.")] = 32,
-    batch_size: Annotated[int, typer.Option(help="Documents per transaction.")] = 256,
+    chunk_tokens: Annotated[int | None, typer.Option(min=8, help="Longest chunk, in tokens (256).")] = None,
+    chunk_overlap: Annotated[
+        int | None, typer.Option(min=0, help="Tokens shared by consecutive chunks (32).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents per transaction.")] = 256,
 ) -> None:
     """Add or update documents (by id; unchanged ones are skipped). JSONL: {id, text, title?, metadata?}."""
     from dec2vec import corpus
@@ -372,6 +374,10 @@ def index_add(
     if quantization not in QUANTIZATIONS:
         raise _fail(f"--quantization must be one of {', '.join(QUANTIZATIONS)}")
     if any((path / corpus.ENCODER_FILE).exists() for path in paths):  # Parquet shards: no model needed
+        given = {"--model": model, "--attention": attention, "--pooling": pooling,
+                 "--chunk-tokens": chunk_tokens, "--chunk-overlap": chunk_overlap}  # fmt: skip
+        if misplaced := [flag for flag, value in given.items() if value is not None]:
+            raise _fail(f"{', '.join(misplaced)} does not apply to embedded shards (they carry their own)")
         _index_shards(db, paths, quantization, batch_size)
         return
     try:
@@ -382,7 +388,8 @@ def index_add(
         model = DEFAULT_MODEL
     index = _open_index(
         db, model, attention, pooling, dtype, create=True,
-        quantization=quantization, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+        quantization=quantization, chunk_tokens=chunk_tokens or 256,
+        chunk_overlap=32 if chunk_overlap is None else chunk_overlap,
     )  # fmt: skip
     with index:
         try:
