@@ -1,0 +1,149 @@
+"""``POST /v1/chat/completions`` and ``/v1/completions``: generation from the encoder's own weights."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from dec2vec.serving.state import ServerState, State, require_key
+from dec2vec.serving.wire import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    GenerationOptions,
+    choice,
+    error_body,
+    finish_reason,
+    token_budget,
+    usage,
+)
+
+router = APIRouter(dependencies=[Depends(require_key)])
+_END = object()
+
+
+async def pieces(
+    state: ServerState, prompt: Any, options: GenerationOptions, budget: int, chat: bool
+) -> AsyncIterator[str]:
+    """Generated text as it comes, from a thread that stops when this iterator is closed."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    leave = threading.Event()
+    state.generating.add(leave)
+
+    def pump() -> None:
+        stream: Iterator[str] = state.encoder.generate_stream(
+            prompt, max_new_tokens=budget, chat=chat, temperature=options.temperature, top_p=options.top_p
+        )
+        try:
+            for piece in stream:
+                if leave.is_set():
+                    break
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+        except Exception as err:
+            loop.call_soon_threadsafe(queue.put_nowait, err)
+        finally:
+            stream.close()
+            loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+    loop.run_in_executor(state.generation_threads, pump)
+    try:
+        while (item := await queue.get()) is not _END:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        leave.set()
+        state.generating.discard(leave)
+
+
+def _sse(chunks: AsyncIterator[dict]) -> StreamingResponse:
+    async def events() -> AsyncIterator[str]:
+        async for chunk in chunks:
+            yield f"data: {json.dumps(chunk)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def respond(
+    request: Request, state: ServerState, body: GenerationOptions, prompt: Any, prompt_text: str, chat: bool
+) -> Any:
+    """A completion, whole or as server-sent events, in the chat or the text-completion shape."""
+    settings, encoder = state.settings, state.encoder
+    if not settings.generation:
+        raise APIError(404, "generation is disabled on this server")
+    param = "messages" if chat else "prompt"
+    try:
+        length = await asyncio.to_thread(encoder.prompt_tokens, prompt, chat=chat)
+    except ValueError as err:
+        raise APIError(400, str(err), param) from err
+    limit = min(settings.max_prompt_tokens, encoder.context_length)
+    if length > limit:
+        raise APIError(413, f"the prompt is {length} tokens: at most {limit}", param)
+    budget = token_budget(body.max_tokens, length, encoder.context_length, settings.max_new_tokens, param)
+    kind = "chat.completion" if chat else "text_completion"
+    head = {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "created": int(time.time()),
+        "model": body.model or settings.model_name,
+    }
+
+    def counted(text: str) -> dict[str, int]:
+        prompt_tokens, completion_tokens = encoder.count_tokens([prompt_text, text])
+        state.metrics.tokens.labels("prompt").inc(prompt_tokens)
+        state.metrics.tokens.labels("completion").inc(completion_tokens)
+        return usage(prompt_tokens, completion_tokens)
+
+    if not body.stream:
+        text = ""
+        async for piece in pieces(state, prompt, body, budget, chat):  # closing it stops the generator
+            if await request.is_disconnected():
+                raise APIError(499, "the client went away")
+            text += piece
+        counts = counted(text)
+        finish = finish_reason(counts["completion_tokens"], budget)
+        return {
+            **head,
+            "object": kind,
+            "choices": [choice(chat, text, finish, streamed=False)],
+            "usage": counts,
+        }
+    kind += ".chunk" if chat else ""
+
+    async def chunks() -> AsyncIterator[dict]:
+        text = ""
+        try:
+            async for piece in pieces(state, prompt, body, budget, chat):
+                text += piece
+                yield {**head, "object": kind, "choices": [choice(chat, piece, None, streamed=True)]}
+        except Exception as err:  # headers are sent: the error travels as the stream's last event
+            yield error_body(500, f"{err}")
+            return
+        finish = finish_reason(counted(text)["completion_tokens"], budget)
+        yield {**head, "object": kind, "choices": [choice(chat, "", finish, streamed=True)]}
+
+    return _sse(chunks())
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, body: ChatRequest, state: State) -> Any:
+    messages = [m.model_dump() for m in body.messages]
+    prompt_text = "\n".join(m["content"] for m in messages)
+    return await respond(request, state, body, messages, prompt_text, chat=True)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, body: CompletionRequest, state: State) -> Any:
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if len(prompts) != 1:
+        raise APIError(400, "give one prompt per request", "prompt")
+    return await respond(request, state, body, prompts[0], prompts[0], chat=False)
