@@ -37,7 +37,7 @@ from rich.table import Table
 
 from dec2vec.encoder import CONFIG_NAME
 from dec2vec.evaluation.data import read_beir
-from dec2vec.evaluation.models import load_model
+from dec2vec.models import load_model
 from dec2vec.search import Document, Index
 from dec2vec.search.filters import normalize
 from dec2vec.search.index import encoder_info, passage

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from dec2vec import Encoder
 from dec2vec.cli import app
-from dec2vec.evaluation import DataFormatError, build_task, evaluate, load_model, load_suite, parse_task
-from dec2vec.evaluation.models import CachedEncoder
+from dec2vec.evaluation import DataFormatError, build_task, evaluate, load_suite, parse_task
+from dec2vec.evaluation.cache import CachedEncoder
 from dec2vec.evaluation.tasks import word_vectors
+from dec2vec.models import load_model
 
 ANIMALS = [
     "the cat sleeps",

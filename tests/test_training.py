@@ -103,12 +103,12 @@ def test_distill_on_text_caches_the_teacher_and_keeps_generation(corpus, make_ti
     rows = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert set(rows[0]) >= {"distill_loss", "gen_loss"} and "rep_loss" not in rows[0]  # text: no pairs
     assert all(r["loss"] == pytest.approx(r["distill_loss"] + 0.5 * r["gen_loss"], rel=1e-5) for r in rows)
-    cache = list((tmp_path / "dec2vec-home" / "embeddings").rglob("*.npy"))
+    cache = list((tmp_path / "dec2vec-home" / "embeddings").rglob("*.npz"))
     assert len(cache) == 1  # one file for the teacher's vectors of this stage's texts
     again = StageTrainer(
         Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional"), stage, tmp_path / "b"
     )
-    assert list((tmp_path / "dec2vec-home" / "embeddings").rglob("*.npy")) == cache
+    assert list((tmp_path / "dec2vec-home" / "embeddings").rglob("*.npz")) == cache
     np.testing.assert_array_equal(
         again.teacher_vectors[next(iter(texts))], first.teacher_vectors[next(iter(texts))]
     )

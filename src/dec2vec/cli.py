@@ -18,7 +18,7 @@ from dec2vec.backbone import DEFAULT_BACKBONE, NAMED_BACKBONES, BackboneNotFound
 from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder
 from dec2vec.files import all_lines, read_jsonl
 from dec2vec.pooling import POOLING_METHODS
-from dec2vec.shipped import DEFAULT_MODEL, SHIPPED
+from dec2vec.models import DEFAULT_MODEL, SHIPPED
 
 app = typer.Typer(help="Turn any decoder-only LLM into a text encoder.", no_args_is_help=True)
 console = Console()

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dec2vec.evaluation.models import load_model
 from dec2vec.files import DataFormatError
+from dec2vec.models import TextEncoder, load_model
 from dec2vec.search.documents import Document, read_documents
-from dec2vec.search.index import Embedded, Index, IngestReport, SearchEncoder, chunk_and_embed, encoder_info
+from dec2vec.search.index import Embedded, Index, IngestReport, chunk_and_embed, encoder_info
 
 ENCODER_FILE = "dec2vec_encoder.json"
 COLUMNS = ("id", "chunk", "text", "title", "metadata", "hash")
@@ -47,7 +47,7 @@ def read_corpus(paths: Sequence[str | Path]) -> list[Document]:
 
 
 def embed_documents(
-    encoder: SearchEncoder, documents: Sequence[Document], chunk_tokens: int = 256, chunk_overlap: int = 32
+    encoder: TextEncoder, documents: Sequence[Document], chunk_tokens: int = 256, chunk_overlap: int = 32
 ) -> dict[str, list]:
     """Column lists (``COLUMNS`` + ``vector``) for the chunks of ``documents``, cut and embedded as
     ``Index.add`` does."""
@@ -63,14 +63,14 @@ def embed_documents(
     return columns
 
 
-def _write_info(out_dir: Path, encoder: SearchEncoder, chunk_tokens: int, chunk_overlap: int) -> None:
+def _write_info(out_dir: Path, encoder: TextEncoder, chunk_tokens: int, chunk_overlap: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {**encoder_info(encoder), "chunk_tokens": chunk_tokens, "chunk_overlap": chunk_overlap}
     (out_dir / ENCODER_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def embed_shard(
-    encoder: SearchEncoder,
+    encoder: TextEncoder,
     documents: Sequence[Document],
     out_dir: Path,
     shard: tuple[int, int] = (0, 1),
@@ -123,7 +123,7 @@ class _RayEmbedder:
 
 
 def embed_with_ray(
-    encoder: SearchEncoder,
+    encoder: TextEncoder,
     documents: Sequence[Document],
     out_dir: Path,
     *,

@@ -1,7 +1,6 @@
 """Evaluation: MTEB-style tasks over local files, model comparison, reports, and the mteb adapter."""
 
 from dec2vec.evaluation.data import DataFormatError
-from dec2vec.evaluation.models import load_model
 from dec2vec.evaluation.runner import Evaluation, evaluate
 from dec2vec.evaluation.tasks import TASK_TYPES, build_task, load_suite, parse_task
 
@@ -11,7 +10,6 @@ __all__ = [
     "Evaluation",
     "build_task",
     "evaluate",
-    "load_model",
     "load_suite",
     "parse_task",
 ]

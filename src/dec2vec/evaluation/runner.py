@@ -12,8 +12,9 @@ import numpy as np
 from rich.console import Console
 
 from dec2vec.backbone import dec2vec_home
-from dec2vec.evaluation.models import CachedEncoder, load_model
+from dec2vec.evaluation.cache import CachedEncoder
 from dec2vec.evaluation.tasks import NotApplicable, Task
+from dec2vec.models import load_model
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, f1_score, v_measure_score
 
 from dec2vec.evaluation.data import DataFormatError, read_beir, read_conll, read_tsv
-from dec2vec.evaluation.models import LexicalRetriever, TextEncoder
+from dec2vec.models import LexicalRetriever, TextEncoder
 
 
 class NotApplicable(Exception):

