@@ -9,11 +9,34 @@ can silently ignore the flag, :func:`check_switch` proves the switch works befor
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttentionMode:
+    """How an encoder runs its backbone: the mask, and whether each text is written twice (echo)."""
+
+    name: str
+    causal: bool  # the model's own causal mask; False: ``is_causal=False`` (checked by check_switch)
+    echo: bool = False  # the text inside a template twice, only the second copy pooled (causal only)
+    description: str = ""
+
+
+ATTENTION = {
+    mode.name: mode
+    for mode in (
+        AttentionMode("causal", causal=True, description="the model as trained"),
+        AttentionMode(
+            "bidirectional", causal=False, description="is_causal=False: LLM2Vec/GRIT, after training"
+        ),
+        AttentionMode("echo", causal=True, echo=True, description="the text twice, the second copy pooled"),
+    )
+}
 
 
 class AttentionSwitchError(RuntimeError):

@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from dec2vec.backbone import DEFAULT_BACKBONE, NAMED_BACKBONES, BackboneNotFoundError
 from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder
 from dec2vec.files import all_lines, read_jsonl
-from dec2vec.pooling import POOLING_METHODS
 from dec2vec.models import DEFAULT_MODEL, SHIPPED
+from dec2vec.pooling import POOLING_METHODS
 
 app = typer.Typer(help="Turn any decoder-only LLM into a text encoder.", no_args_is_help=True)
 console = Console()

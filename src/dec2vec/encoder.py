@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,15 +22,15 @@ from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from dec2vec import sentence_transformers_format
-from dec2vec.attention import check_switch, hidden_states, lm_logits, supports_packing
+from dec2vec.attention import ATTENTION, check_switch, hidden_states, lm_logits, supports_packing
 from dec2vec.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
 from dec2vec.pooling import POOLING_METHODS, LatentAttention, PoolingMethod, pool
 from dec2vec.shipped import DEFAULT_MODEL, SHIPPED
 
 log = logging.getLogger(__name__)
 
-AttentionMode = Literal["causal", "bidirectional", "echo"]
-ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
+AttentionName = Literal["causal", "bidirectional", "echo"]  # the keys of attention.ATTENTION
+ATTENTION_MODES: tuple[str, ...] = tuple(ATTENTION)
 CONFIG_NAME = "dec2vec_config.json"
 LATENT_WEIGHTS = f"{sentence_transformers_format.POOLING_DIR}/model.safetensors"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -43,7 +43,7 @@ class EncoderConfig:
     backbone: str = DEFAULT_BACKBONE
     # causal: the model as trained; bidirectional: is_causal=False (needs MNTP/contrastive training to shine);
     # echo: causal over "<template with the text twice>", pooling only the second copy (zero-training trick).
-    attention: AttentionMode = "causal"
+    attention: AttentionName = "causal"
     pooling: PoolingMethod = "mean"
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
@@ -142,10 +142,11 @@ class Encoder:
         self.latent = latent.to(self.model.device) if latent is not None else None
         if latent is not None:
             config.latent_attention = {k: v for k, v in latent.config.items() if k != "dim"}
-        if config.attention == "bidirectional":
+        self.mode = ATTENTION[config.attention]
+        if not self.mode.causal:
             check_switch(self.model)
         # mixed-length batches run unpadded where this model is shown to give the same states that way
-        self.packing = supports_packing(self.model, causal=config.attention != "bidirectional")
+        self.packing = supports_packing(self.model, causal=self.mode.causal)
 
     # ---- construction -------------------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ class Encoder:
         cls,
         name_or_path: str | os.PathLike = DEFAULT_MODEL,
         *,
-        attention: AttentionMode | None = None,
+        attention: AttentionName | None = None,
         pooling: PoolingMethod | None = None,
         prompts: dict[str, str] | None = None,
         default_prompt_name: str | None = None,
@@ -227,7 +228,7 @@ class Encoder:
 
     def _prefixes(self, texts: list[str], prompt: str) -> list[str]:
         """The part before each text that is attended to but not pooled: the prompt, plus the echo copy."""
-        if self.config.attention != "echo":
+        if not self.mode.echo:
             return [prompt] * len(texts)
         head, middle, _ = self.config.echo_template.split("{text}")
         return [f"{prompt}{head}{text}{middle}" for text in texts]
@@ -319,10 +320,12 @@ class Encoder:
         }
 
     def _hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # echo runs causally too: only "bidirectional" switches the mask off
-        causal = self.config.attention != "bidirectional"
         return hidden_states(
-            self.model, batch["input_ids"], batch["attention_mask"], causal=causal, pack=self.packing
+            self.model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            causal=self.mode.causal,
+            pack=self.packing,
         )
 
     def embed_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -520,7 +523,7 @@ class Encoder:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         # is_causal in config.json makes plain transformers / sentence-transformers loads use our attention.
-        self.model.config.is_causal = self.config.attention != "bidirectional"
+        self.model.config.is_causal = self.mode.causal
         try:
             self.model.save_pretrained(directory)
         finally:

@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dec2vec.attention import ATTENTION
+
 if TYPE_CHECKING:
     from dec2vec.encoder import EncoderConfig
 
@@ -31,7 +33,7 @@ def _dump(path: Path, data: object) -> None:
 
 def write(directory: Path, config: EncoderConfig, dim: int) -> None:
     """Add the sentence-transformers files for ``config`` to an encoder directory holding the weights."""
-    if config.attention == "echo":
+    if ATTENTION[config.attention].echo:
         # Echo repeats each text inside a template: no sentence-transformers module does that.
         log.warning("echo encoders load in dec2vec only; sentence-transformers files are not written")
         return

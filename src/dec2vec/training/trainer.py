@@ -103,15 +103,16 @@ class StageConfig:
             raise ValueError(
                 f"stage {self.name!r}: unknown objective {self.objective!r} (one of {', '.join(OBJECTIVES)})"
             )
-        if self.objective == "grit" and not self.generation_data:
+        spec = OBJECTIVES[self.objective]
+        if spec.needs_generation_data and not self.generation_data:
             raise ValueError(
-                f"stage {self.name!r}: grit needs generation_data (text for the next-token loss)"
+                f"stage {self.name!r}: {self.objective} needs generation_data (text for the next-token loss)"
             )
-        if (self.objective == "distill") != (self.teacher is not None):
+        if spec.needs_teacher != (self.teacher is not None):
             raise ValueError(f"stage {self.name!r}: a teacher is what a distill stage needs, and only it")
         if self.distill_loss not in ("kl", "mse"):
             raise ValueError(f"stage {self.name!r}: distill_loss must be 'kl' or 'mse'")
-        if self.objective != "distill" and (self.distill_loss != "kl" or self.lambda_distill != 1.0):
+        if not spec.needs_teacher and (self.distill_loss != "kl" or self.lambda_distill != 1.0):
             raise ValueError(
                 f"stage {self.name!r}: distill_loss and lambda_distill apply to distill stages only"
             )
@@ -262,7 +263,8 @@ class StageTrainer:
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
-        self.mask_id = _mask_token_id(encoder, config.mask_token) if config.objective == "mntp" else None
+        masks = OBJECTIVES[config.objective].masks_tokens
+        self.mask_id = _mask_token_id(encoder, config.mask_token) if masks else None
         self.teacher_vectors = self._load_teacher_vectors() if config.teacher is not None else {}
         self._stop_signal: int | None = None
 
@@ -593,18 +595,28 @@ class StageTrainer:
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    """What an objective trains on ("text", "pairs" or "any") and its loss terms for one batch."""
+    """What an objective trains on ("text", "pairs" or "any"), its loss terms for one batch, and what else
+    a stage of it must have."""
 
     data: Literal["text", "pairs", "any"]
     terms: Callable[[StageTrainer, list, str], dict[str, torch.Tensor]]
     description: str
+    needs_generation_data: bool = False
+    needs_teacher: bool = False  # and only it may have one
+    masks_tokens: bool = False  # resolves a mask token at start
 
 
 # A new objective is one entry: its data kind and a StageTrainer method returning named loss terms.
 OBJECTIVES: dict[str, ObjectiveSpec] = {
-    "mntp": ObjectiveSpec("text", StageTrainer._mntp, "masked next-token prediction, bidirectional"),
+    "mntp": ObjectiveSpec(
+        "text", StageTrainer._mntp, "masked next-token prediction, bidirectional", masks_tokens=True
+    ),
     "simcse": ObjectiveSpec("text", StageTrainer._simcse, "unsupervised SimCSE: two dropout views"),
     "supervised": ObjectiveSpec("pairs", StageTrainer._contrastive, "InfoNCE, in-batch + hard negatives"),
-    "grit": ObjectiveSpec("pairs", StageTrainer._contrastive, "InfoNCE + next-token loss (GRIT)"),
-    "distill": ObjectiveSpec("any", StageTrainer._distill, "the teacher's in-batch similarity structure"),
+    "grit": ObjectiveSpec(
+        "pairs", StageTrainer._contrastive, "InfoNCE + next-token loss (GRIT)", needs_generation_data=True
+    ),
+    "distill": ObjectiveSpec(
+        "any", StageTrainer._distill, "the teacher's in-batch similarity structure", needs_teacher=True
+    ),
 }
