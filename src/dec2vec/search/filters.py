@@ -1,7 +1,8 @@
-"""Metadata filters (equality, IN, numeric ranges), parsed from the CLI or given as a dict, compiled to SQL.
+"""Metadata filters (equality, IN, numeric ranges): a closed grammar, parsed from the CLI or a dict.
 
-Both backends splice only the clauses in use into their queries: optional-filter forms such as
-``(:x IS NULL OR col = :x)`` silently return nothing inside sqlite-vec's KNN.
+Each store backend compiles them to its own SQL (``where`` in ``sqlite_store.py``, ``postgres_store.py``),
+splicing in only the clauses in use: optional-filter forms such as ``(:x IS NULL OR col = :x)`` silently
+return nothing inside sqlite-vec's KNN.
 """
 
 from __future__ import annotations
@@ -101,31 +102,3 @@ def normalize(filters: Mapping[str, Any] | Sequence[Filter | str] | None) -> lis
                 out.append(Filter(field, "=", value))
         return out
     return [f if isinstance(f, Filter) else parse_filter(f) for f in filters]
-
-
-def to_sql(filters: list[Filter], dialect: Literal["sqlite", "postgres"]) -> tuple[str, list[Any]]:
-    """A ``WHERE``-ready conjunction over the ``metadata`` column and its parameters ("" when none)."""
-    clauses, params = [], []
-    for f in filters:
-        values = f.value if f.op == "in" else (f.value,)
-        if dialect == "sqlite":
-            path = f'$."{f.field}"'
-            if f.op in ("=", "in"):
-                clauses.append(f"json_extract(metadata, ?) IN ({', '.join('?' * len(values))})")
-                params += [path, *values]
-            else:  # only numbers compare: SQLite would rank any text above every number
-                clauses.append(
-                    f"(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) {f.op} ?)"
-                )
-                params += [path, path, f.value]
-        else:
-            if f.op in ("=", "in"):  # jsonb containment compares typed values and can use a GIN index
-                clauses.append("(" + " OR ".join(["metadata @> %s::jsonb"] * len(values)) + ")")
-                params += [json.dumps({f.field: v}) for v in values]
-            else:
-                clauses.append(
-                    f"(CASE WHEN jsonb_typeof(metadata -> %s) = 'number' "
-                    f"THEN (metadata ->> %s)::float8 END) {f.op} %s"
-                )
-                params += [f.field, f.field, f.value]
-    return " AND ".join(clauses), params

@@ -15,12 +15,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dec2vec.models import TextEncoder, load_model
+from dec2vec.search.backends import open_store
 from dec2vec.search.chunking import chunk_text
 from dec2vec.search.documents import Document
 from dec2vec.search.filters import Filter, normalize
 from dec2vec.search.fusion import reciprocal_rank_fusion
 from dec2vec.search.rerank import SCORERS, Reranker
-from dec2vec.search.store import EncoderMismatchError, Quantization, Store, StoredChunk, open_store
+from dec2vec.search.store import EncoderMismatchError, Quantization, Store, StoredChunk
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
@@ -316,7 +317,20 @@ class Index:
         ]
 
     def stats(self) -> dict[str, Any]:
-        return self.store.stats()
+        """Counts and settings, for ``dec2vec index stats``."""
+        info = self.store.info()
+        if info is None:
+            return {"location": self.store.location, "documents": 0, "chunks": 0}
+        counts = self.store.counts()
+        return {
+            "location": self.store.location,
+            "backend": self.store.backend,
+            "documents": counts["documents"],
+            "chunks": counts["chunks"],
+            "quantization": self.store.quantization,
+            "encoder": info,
+            "bytes": counts["bytes"],
+        }
 
     def close(self) -> None:
         self.store.close()

@@ -16,7 +16,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from dec2vec.search.documents import Document
-from dec2vec.search.filters import Filter, to_sql
+from dec2vec.search.filters import RANGE_OPS, Filter
 from dec2vec.search.store import Quantization, StoredChunk, query_terms
 
 TEXT_SEARCH_CONFIG = "english"
@@ -25,8 +25,11 @@ TEXT_SEARCH_CONFIG = "english"
 class PostgresStore:
     """Tables ``dec2vec_meta``, ``dec2vec_documents`` and ``dec2vec_chunks`` in the database of ``url``."""
 
+    backend = "postgresql"
+    quantization: Quantization = "float32"  # pgvector's HNSW over float vectors
+
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url = self.location = url
         self.db = psycopg.connect(url, autocommit=True)
         self.db.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(self.db)
@@ -109,9 +112,24 @@ class PostgresStore:
             deleted = self.db.execute("DELETE FROM dec2vec_documents WHERE id = ANY(%s)", (list(doc_ids),))
             return deleted.rowcount
 
-    def _where(self, filters: list[Filter]) -> tuple[str, list[Any]]:
-        where, params = to_sql(filters, "postgres")
-        return (f"WHERE {where}", params) if where else ("", [])
+    @staticmethod
+    def _where(filters: list[Filter]) -> tuple[str, list[Any]]:
+        """``WHERE`` over the ``jsonb`` metadata and its parameters ("" when there are no filters)."""
+        clauses, params = [], []
+        for f in filters:
+            if f.op in ("=", "in"):  # jsonb containment compares typed values and can use the GIN index
+                values = f.value if f.op == "in" else (f.value,)
+                clauses.append("(" + " OR ".join(["metadata @> %s::jsonb"] * len(values)) + ")")
+                params += [json.dumps({f.field: v}) for v in values]
+            else:
+                if f.op not in RANGE_OPS:  # the grammar's closed set: the one piece spliced into the text
+                    raise ValueError(f"filter {f.field}: unknown operator {f.op!r}")
+                clauses.append(
+                    f"(CASE WHEN jsonb_typeof(metadata -> %s) = 'number' "
+                    f"THEN (metadata ->> %s)::float8 END) {f.op} %s"
+                )
+                params += [f.field, f.field, f.value]
+        return ("WHERE " + " AND ".join(clauses), params) if clauses else ("", [])
 
     def dense(self, vector: np.ndarray, k: int, filters: list[Filter]) -> list[tuple[int, float]]:
         query = np.asarray(vector, dtype=np.float32)
@@ -151,19 +169,11 @@ class PostgresStore:
     def _count(self, table: str) -> int:
         return self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
-    def stats(self) -> dict[str, Any]:
-        info = self.info()
-        if info is None:
-            return {"location": self.url, "documents": 0, "chunks": 0}
-        size = self.db.execute("SELECT pg_total_relation_size('dec2vec_chunks')").fetchone()[0]
+    def counts(self) -> dict[str, int]:
         return {
-            "location": self.url,
-            "backend": "postgresql",
             "documents": self._count("dec2vec_documents"),
             "chunks": self._count("dec2vec_chunks"),
-            "quantization": "float32",
-            "encoder": info,
-            "bytes": size,
+            "bytes": self.db.execute("SELECT pg_total_relation_size('dec2vec_chunks')").fetchone()[0],
         }
 
     def check(self) -> None:

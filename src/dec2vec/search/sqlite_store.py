@@ -17,7 +17,7 @@ import numpy as np
 import sqlite_vec
 
 from dec2vec.search.documents import Document
-from dec2vec.search.filters import Filter, to_sql
+from dec2vec.search.filters import RANGE_OPS, Filter
 from dec2vec.search.store import Quantization, StoredChunk, query_terms
 
 
@@ -49,6 +49,25 @@ def _connect(path: str) -> sqlite3.Connection:
     return connection
 
 
+def where_clause(filters: list[Filter]) -> tuple[str, list[Any]]:
+    """A conjunction over the ``metadata`` JSON column and its parameters ("" when there are no filters)."""
+    clauses, params = [], []
+    for f in filters:
+        path = f'$."{f.field}"'
+        if f.op in ("=", "in"):
+            values = f.value if f.op == "in" else (f.value,)
+            clauses.append(f"json_extract(metadata, ?) IN ({', '.join('?' * len(values))})")
+            params += [path, *values]
+        else:  # only numbers compare: SQLite would rank any text above every number
+            if f.op not in RANGE_OPS:  # the grammar's closed set: the one piece spliced into the text
+                raise ValueError(f"filter {f.field}: unknown operator {f.op!r}")
+            clauses.append(
+                f"(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) {f.op} ?)"
+            )
+            params += [path, path, f.value]
+    return " AND ".join(clauses), params
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -68,10 +87,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(title, text, tokenize='
 
 
 class SqliteStore:
+    backend = "sqlite"
     """Documents, chunks, an FTS5 table and a vec0 table whose rowids are the chunk ids."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
+        self.path = self.location = str(path)
         self.db = _connect(self.path)
         self._in_transaction = False
         self._quantization: Quantization | None = None
@@ -199,7 +219,7 @@ class SqliteStore:
     @staticmethod
     def _filtered(filters: list[Filter]) -> tuple[str, list[Any]]:
         """`` AND rowid IN (chunks passing the filters)``: the filter runs inside the KNN/full-text query."""
-        where, params = to_sql(filters, "sqlite")
+        where, params = where_clause(filters)
         return (f" AND rowid IN (SELECT id FROM chunks WHERE {where})", params) if where else ("", [])
 
     def dense(self, vector: np.ndarray, k: int, filters: list[Filter]) -> list[tuple[int, float]]:
@@ -255,17 +275,10 @@ class SqliteStore:
     def _count(self, table: str) -> int:
         return self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
-    def stats(self) -> dict[str, Any]:
-        info = self.info()
-        if info is None:
-            return {"location": self.path, "documents": 0, "chunks": 0}
+    def counts(self) -> dict[str, int]:
         return {
-            "location": self.path,
-            "backend": "sqlite",
             "documents": self._count("documents"),
             "chunks": self._count("chunks"),
-            "quantization": self.quantization,
-            "encoder": info,
             "bytes": Path(self.path).stat().st_size if Path(self.path).exists() else 0,
         }
 

@@ -1,4 +1,4 @@
-"""What every index backend stores and answers; ``open_store`` picks the backend from the location."""
+"""What every index backend stores and answers (``backends.py`` picks one for a location)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ class StoredChunk:
 class Store(Protocol):
     """A documents + chunks + full-text + vector store; scores are "higher is better"."""
 
+    backend: str  # its name in ``backends.BACKENDS``
+    location: str
+    quantization: Quantization
+
     def info(self) -> dict[str, Any] | None:
         """The encoder description recorded at creation (None for a new, empty index)."""
 
@@ -63,8 +67,8 @@ class Store(Protocol):
     def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
         """The stored chunks for ``ids``."""
 
-    def stats(self) -> dict[str, Any]:
-        """Counts and settings, for ``dec2vec index stats``."""
+    def counts(self) -> dict[str, int]:
+        """How many documents and chunks, and the bytes they take."""
 
     def check(self) -> None:
         """Raise if documents, chunks, full-text rows and vectors are out of step."""
@@ -75,14 +79,3 @@ class Store(Protocol):
 def query_terms(query: str) -> Iterator[str]:
     """The words of a query for full-text search: letters and digits only, so no query syntax leaks in."""
     yield from (w.lower() for w in re.findall(r"\w+", query))
-
-
-def open_store(location: str) -> Store:
-    """``postgresql://…`` opens PostgreSQL + pgvector; anything else is a SQLite file path."""
-    if location.startswith(("postgresql://", "postgres://")):
-        from dec2vec.search.postgres_store import PostgresStore
-
-        return PostgresStore(location)
-    from dec2vec.search.sqlite_store import SqliteStore
-
-    return SqliteStore(location)
