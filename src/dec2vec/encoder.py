@@ -394,15 +394,17 @@ class Encoder:
         modules = [self.model] + ([self.latent] if self.latent is not None else [])
         return weights_digest(*modules, extra=json.dumps(config, sort_keys=True))
 
+    def prompt_for(self, kind: str) -> str | None:
+        """``kind`` (``query``, ``document``) as a prompt name if this encoder has that prompt, else None."""
+        return kind if kind in self.config.prompts else None
+
     def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         """Embed search queries with the ``query`` prompt when this encoder has one."""
-        return self.encode(texts, prompt_name="query" if "query" in self.config.prompts else None, **kwargs)
+        return self.encode(texts, prompt_name=self.prompt_for("query"), **kwargs)
 
     def encode_documents(self, texts: Sequence[str], **kwargs) -> np.ndarray:
         """Embed documents with the ``document`` prompt when this encoder has one."""
-        return self.encode(
-            texts, prompt_name="document" if "document" in self.config.prompts else None, **kwargs
-        )
+        return self.encode(texts, prompt_name=self.prompt_for("document"), **kwargs)
 
     def similarity(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """Cosine similarity matrix between two lists of texts."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass
 from itertools import islice
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,7 +24,7 @@ from dec2vec.search.rerank import SCORERS, Reranker
 from dec2vec.search.store import EncoderMismatchError, Quantization, Store, StoredChunk
 
 Mode = Literal["dense", "lexical", "hybrid"]
-MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
+MODES: tuple[str, ...] = get_args(Mode)
 MAX_RESULTS = 100_000  # k, rerank_candidates and rrf_k beyond this are mistakes, not requests
 EMBED_DOCUMENTS = 32  # documents whose chunks are embedded together (length-sorted batches inside)
 

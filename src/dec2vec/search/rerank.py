@@ -16,7 +16,6 @@ import numpy as np
 from dec2vec.encoder import Encoder
 
 Reranker = Literal["maxsim", "yes"]
-RERANKERS: tuple[str, ...] = ("maxsim", "yes")
 YES_PROMPT = "Query: {query}\nPassage: {passage}\nDoes the passage answer the query? Answer with yes or no."
 
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from dec2vec.search.documents import Document
 from dec2vec.search.filters import Filter
 
 Quantization = Literal["float32", "int8", "binary"]
-QUANTIZATIONS: tuple[str, ...] = ("float32", "int8", "binary")
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 
 
 class EncoderMismatchError(ValueError):

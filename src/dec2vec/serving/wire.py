@@ -14,6 +14,9 @@ from fastapi import HTTPException
 from pydantic import BaseModel, Field, StrictInt, StrictStr, model_validator
 from transformers import PreTrainedTokenizerBase
 
+from dec2vec.search.index import Mode
+from dec2vec.search.rerank import Reranker
+
 
 class APIError(HTTPException):
     """An error answered as OpenAI does: ``{"error": {"message", "type", "param", "code"}}``."""
@@ -97,9 +100,9 @@ class CompletionRequest(GenerationOptions):
 class SearchRequest(Body):
     query: str = Field(min_length=1)
     k: int = Field(default=10, ge=1, le=1000)
-    mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
+    mode: Mode = "hybrid"
     filters: dict[str, Any] | list[str] | None = None
-    rerank: Literal["maxsim", "yes"] | None = None
+    rerank: Reranker | None = None
     rerank_candidates: int = Field(default=20, ge=1, le=200)
     rrf_k: int = Field(default=60, ge=1, le=100_000)
     weights: dict[Literal["dense", "lexical"], Weight] | None = None

@@ -16,7 +16,7 @@ async def embeddings(body: EmbeddingRequest, state: State) -> JSONResponse:
     settings, encoder = state.settings, state.encoder
     texts = texts_of(body, encoder.tokenizer, settings.max_inputs)
     texts, tokens = fit(texts, encoder.tokenizer, settings.max_input_tokens, settings.long_inputs)
-    prompt = body.input_type if body.input_type in encoder.config.prompts else None
+    prompt = encoder.prompt_for(body.input_type) if body.input_type else None
     vectors = await state.batcher.embed(texts, prompt)
     response = embedding_list(
         vectors, body.dimensions, body.encoding_format, body.model or settings.model_name, tokens
