@@ -12,7 +12,6 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
-from tqdm.auto import tqdm
 
 from dec2vec.backbone import DEFAULT_BACKBONE, NAMED_BACKBONES, BackboneNotFoundError
 from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder
@@ -54,7 +53,7 @@ def _load(model: str, attention: str | None, pooling: str | None, dtype: str) ->
     try:
         return Encoder.load(model, attention=attention, pooling=pooling, dtype=dtype)  # type: ignore[arg-type]
     except (BackboneNotFoundError, ValueError) as err:
-        raise typer.BadParameter(str(err), param_hint="--model/--attention/--pooling/--dtype") from err
+        raise _fail(str(err)) from err
 
 
 def read_texts(path: Path, field: str) -> tuple[list[str], list[object]]:
@@ -109,12 +108,12 @@ def embed(
     Corpus mode (output is a folder): documents from a folder, .jsonl ({id, text, title?, metadata?}) or
     .parquet are chunked as the index does and written as Parquet shards that `dec2vec index add` loads.
     """
+    from dec2vec import corpus
+
     try:
-        index, count = (int(part) for part in shard.split("/"))
+        index, count = corpus.parse_shard(shard)
     except ValueError as err:
-        raise _fail(f"--shard {shard!r}: expected i/N, e.g. 0/4") from err
-    if not 0 <= index < count:
-        raise _fail(f"--shard {shard}: expected 0 <= i < N")
+        raise _fail(str(err)) from err
     lines = output.suffix in (".npy", ".jsonl")
     given = {
         "--prompt-name": prompt_name, "--field": field, "--batch-size": batch_size,  # lines only
@@ -139,8 +138,6 @@ def embed(
         return
     if ray and count > 1:
         raise _fail("--shard does not apply with --ray (Ray spreads the whole corpus over its actors)")
-    from dec2vec import corpus
-
     try:
         documents = corpus.read_corpus([input])
     except ValueError as err:
@@ -172,8 +169,9 @@ def _embed_lines(
     shard: tuple[int, int],
 ) -> None:
     """Rows ``i·n/N … (i+1)·n/N`` of the file; .jsonl lines carry each row's number and id."""
-    index, count = shard
-    start, stop = len(texts) * index // count, len(texts) * (index + 1) // count
+    from dec2vec.corpus import shard_bounds
+
+    start, stop = shard_bounds(len(texts), shard)
     vectors = encoder.encode(
         texts[start:stop], prompt_name=prompt_name, batch_size=batch_size, show_progress=True
     )
@@ -183,7 +181,7 @@ def _embed_lines(
         with output.open("w", encoding="utf-8") as out:
             for row, vector in enumerate(vectors, start=start):
                 out.write(json.dumps({"row": row, "id": ids[row], "embedding": vector.tolist()}) + "\n")
-    rows = f"rows {start}-{stop - 1} of {len(texts)}: " if count > 1 else ""
+    rows = f"rows {start}-{stop - 1} of {len(texts)}: " if shard[1] > 1 else ""
     console.print(f"wrote {rows}{len(vectors)} embeddings of dimension {encoder.dim} to {output}")
 
 
@@ -252,13 +250,13 @@ def eval_command(
     try:
         tasks = [parse_task(spec) for spec in task or []] + (load_suite(suite) if suite else [])
     except (ValueError, OSError) as err:
-        raise typer.BadParameter(str(err), param_hint="--task/--suite") from err
+        raise _fail(str(err)) from err
     if not tasks:
-        raise typer.BadParameter("give at least one --task or a --suite", param_hint="--task/--suite")
+        raise _fail("give at least one --task or a --suite")
     try:
         evaluation = evaluate(model, tasks, cache_dir=cache_dir)
     except (BackboneNotFoundError, ValueError) as err:
-        raise typer.BadParameter(str(err), param_hint="--model") from err
+        raise _fail(str(err)) from err
     console.print(report.table(evaluation))
     if json_path:
         report.write_json(evaluation, json_path)
@@ -301,7 +299,7 @@ def train(
         console.print(f"[yellow]{stop}[/]")
         raise typer.Exit(130) from stop
     except (BackboneNotFoundError, ValueError, FileExistsError) as err:
-        raise typer.BadParameter(str(err), param_hint="--recipe/--model/--data/--out") from err
+        raise _fail(str(err)) from err
     cfg = encoder.config
     if distributed.is_main():  # under torchrun every process gets here
         console.print(
@@ -322,10 +320,10 @@ def _fail(message: str) -> typer.Exit:
 
 def _open_index(
     db: str,
-    model: str | None,
-    attention: str | None,
-    pooling: str | None,
-    dtype: str,
+    model: str | None = None,
+    attention: str | None = None,
+    pooling: str | None = None,
+    dtype: str = "float32",
     *,
     create: bool = False,
     **kw: Any,
@@ -406,7 +404,7 @@ def index_add(
 def _index_shards(db: str, paths: list[Path], quantization: str, batch_size: int) -> None:
     from dec2vec import corpus
 
-    with _open_index(db, None, None, None, "float32", create=True, quantization=quantization) as index:
+    with _open_index(db, create=True, quantization=quantization) as index:
         for path in paths:
             try:
                 report = corpus.load_shards(index, path, batch_size=batch_size)
@@ -421,7 +419,7 @@ def _index_shards(db: str, paths: list[Path], quantization: str, batch_size: int
 @index_app.command("stats")
 def index_stats(db: DbArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Documents, chunks, size, quantization and the encoder an index was built with."""
-    with _open_index(db, None, None, None, "float32") as index:
+    with _open_index(db) as index:
         stats = index.stats()
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
@@ -435,7 +433,7 @@ def index_stats(db: DbArg, as_json: Annotated[bool, typer.Option("--json")] = Fa
 @index_app.command("delete")
 def index_delete(db: DbArg, ids: Annotated[list[str], typer.Argument(help="Document ids.")]) -> None:
     """Delete documents (and their chunks, full-text rows and vectors) by id, in one transaction."""
-    with _open_index(db, None, None, None, "float32") as index:
+    with _open_index(db) as index:
         deleted = index.delete(ids)
     console.print(f"deleted {deleted} of {len(ids)} documents")
 
@@ -469,49 +467,44 @@ def search(
     dtype: DtypeOpt = "float32",
 ) -> None:
     """Search an index: hybrid by default, with filters applied inside retrieval and optional reranking."""
+    from dec2vec.search import read_queries
+
     if (query is None) == (queries is None):
         raise _fail("give a QUERY or --queries FILE (not both)")
     try:
-        pending = (
-            [
-                (row.get("_id", row.get("id", i)), row["text"])
-                for i, row in enumerate(read_jsonl(queries, {"text": str}))
-            ]
-            if queries
-            else [(None, query)]
-        )
+        pending = read_queries(queries) if queries else [(None, query)]
     except ValueError as err:
         raise _fail(str(err)) from err
     options = {
         "k": k, "mode": mode, "filters": filter, "rerank": rerank, "rerank_candidates": rerank_candidates,
         "rrf_k": rrf_k, "weights": {"dense": dense_weight, "lexical": lexical_weight},
     }  # fmt: skip
-    with _open_index(db, model, attention, pooling, dtype) as index:
+    with (
+        _open_index(db, model, attention, pooling, dtype) as index,
+        output.open("w", encoding="utf-8") if output else nullcontext() as sink,
+    ):
         try:
-            if queries is None:
-                hits = index.search(query, **options)
-            else:
-                sink = output.open("w", encoding="utf-8") if output else None
-                with sink or nullcontext():
-                    for query_id, text in tqdm(pending, desc="queries", disable=len(pending) < 2):
-                        results = [h.to_json() for h in index.search(text, **options)]
-                        line = json.dumps({"query_id": query_id, "results": results}, ensure_ascii=False)
-                        if sink:
-                            sink.write(line + "\n")
-                        else:
-                            typer.echo(line)
-                return
+            for query_id, hits in index.search_many(pending, **options):
+                if queries is not None:  # one JSON line per query
+                    results = [h.to_json() for h in hits]
+                    line = json.dumps({"query_id": query_id, "results": results}, ensure_ascii=False)
+                    sink.write(line + "\n") if sink else typer.echo(line)
+                elif as_json:
+                    typer.echo(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))
+                else:
+                    console.print(_hits_table(hits, f"{mode} search: {query}"))
         except ValueError as err:
             raise _fail(str(err)) from err
-    if as_json:
-        typer.echo(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))
-        return
-    table = Table("#", "id", "score", "ranks", "title / text", title=f"{mode} search: {query}")
+
+
+def _hits_table(hits: list, title: str) -> Table:
+    """Rank, id, fused score, each retriever's rank, and the title with the start of the best chunk."""
+    table = Table("#", "id", "score", "ranks", "title / text", title=title)
     for rank, hit in enumerate(hits, start=1):
         snippet = (f"[bold]{hit.title}[/] " if hit.title else "") + hit.text[:160].replace("\n", " ")
         ranks = " ".join(f"{name}={r}" for name, r in hit.ranks.items())
         table.add_row(str(rank), hit.id, f"{hit.score:.4f}", ranks, snippet)
-    console.print(table)
+    return table
 
 
 LOOPBACK_NAMES = ["localhost", "127.0.0.1"]
@@ -577,7 +570,7 @@ def serve(
     if long_inputs not in ("truncate", "error"):
         raise _fail("--long-inputs must be truncate or error")
     if model is None and db is not None:  # serve the encoder the index was built with
-        with _open_index(db, None, None, None, dtype) as index:
+        with _open_index(db, dtype=dtype) as index:
             try:
                 encoder = index.encoder
             except ValueError as err:
@@ -655,11 +648,7 @@ def _demo_search(encoder: Encoder, db: Path) -> None:
         report = index.add([Document(f"wikisplit-{i}", text) for i, text in enumerate(sentences)])
         console.print(f"{report.added} added, {report.unchanged} unchanged")
         for query in DEMO_QUERIES:
-            table = Table("#", "id", "score", "ranks", "text", title=f"hybrid search: {query}")
-            for rank, hit in enumerate(index.search(query, k=3), start=1):
-                ranks = " ".join(f"{name}={r}" for name, r in hit.ranks.items())
-                table.add_row(str(rank), hit.id, f"{hit.score:.4f}", ranks, hit.text[:120])
-            console.print(table)
+            console.print(_hits_table(index.search(query, k=3), f"hybrid search: {query}"))
 
 
 def main() -> None:

@@ -69,6 +69,23 @@ def _write_info(out_dir: Path, encoder: TextEncoder, chunk_tokens: int, chunk_ov
     (out_dir / ENCODER_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/N"`` → ``(i, N)`` with ``0 <= i < N``: which contiguous slice of the rows a job embeds."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError as err:
+        raise ValueError(f"--shard {text!r}: expected i/N, e.g. 0/4") from err
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text}: expected 0 <= i < N")
+    return index, count
+
+
+def shard_bounds(total: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of shard ``i`` of ``N`` over ``total`` rows: contiguous, sizes within one."""
+    index, count = shard
+    return total * index // count, total * (index + 1) // count
+
+
 def embed_shard(
     encoder: TextEncoder,
     documents: Sequence[Document],
@@ -83,7 +100,7 @@ def embed_shard(
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: expected 0 <= i < n")
-    start, stop = len(documents) * index // count, len(documents) * (index + 1) // count
+    start, stop = shard_bounds(len(documents), shard)
     _write_info(out_dir, encoder, chunk_tokens, chunk_overlap)
     path = out_dir / f"part-{index:05d}-of-{count:05d}.parquet"
     partial = path.with_suffix(".partial")

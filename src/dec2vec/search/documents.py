@@ -87,3 +87,9 @@ def read_documents(paths: list[str | Path]) -> Iterator[Document]:
                 raise DataFormatError(
                     f"{path}: cannot index {path.suffix or 'suffixless'} files (use {SUFFIXES})"
                 )
+
+
+def read_queries(path: Path) -> list[tuple[Any, str]]:
+    """(query id, text) per line of a JSONL file of ``{"_id" (or "id"), "text"}``; no id: the line's index."""
+    rows = read_jsonl(path, {"text": str})
+    return [(row.get("_id", row.get("id", i)), row["text"]) for i, row in enumerate(rows)]

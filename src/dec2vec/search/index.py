@@ -6,7 +6,7 @@ protocol, so the SQLite and PostgreSQL backends share this whole pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any, Literal, get_args
@@ -315,6 +315,14 @@ class Index:
             )
             for doc, score in fused[:k]
         ]
+
+    def search_many(
+        self, queries: Sequence[tuple[Any, str]], *, show_progress: bool | None = None, **options: Any
+    ) -> Iterator[tuple[Any, list[Hit]]]:
+        """(query id, hits) for each ``(id, text)`` in turn, with ``search``'s options; progress when many."""
+        bar = tqdm(queries, desc="queries", disable=show_progress is False or len(queries) < 2)
+        for query_id, text in bar:
+            yield query_id, self.search(text, **options)
 
     def stats(self) -> dict[str, Any]:
         """Counts and settings, for ``dec2vec index stats``."""
