@@ -16,7 +16,6 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFa
 from dec2vec.search import Document
 from dec2vec.training.data import resolve
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tiny models are faster on one thread, and one thread per process keeps the subprocess tests (training
 # killed mid-run) from fighting over the cores: oversubscribed OpenMP makes tiny steps 100x slower.
 os.environ["OMP_NUM_THREADS"] = "1"

@@ -8,7 +8,7 @@ import pytest
 
 from dec2vec import Encoder
 from dec2vec.backbone import BackboneNotFoundError
-from dec2vec.encoder import GenerationError
+from dec2vec.generation import GenerationError
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import platformdirs
 import torch
 from transformers import (
@@ -128,8 +126,9 @@ def convert_gguf(gguf: Path) -> Path:
         gguf_file=gguf.name,
         quantization_config=GgufConfig(dequantize=True),
         dtype=torch.float32,
+        local_files_only=True,  # every load is of files on disk: nothing is fetched from a hub
     )
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write into a sibling temp dir and rename, so an interrupted conversion never leaves half a checkpoint.
     tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))

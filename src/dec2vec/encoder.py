@@ -9,21 +9,20 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from dec2vec import sentence_transformers_format
-from dec2vec.attention import ATTENTION, check_switch, hidden_states, lm_logits, supports_packing
+from dec2vec.attention import ATTENTION, check_switch, hidden_states, supports_packing
 from dec2vec.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
+from dec2vec.generation import Generation
 from dec2vec.pooling import POOLING_METHODS, LatentAttention, PoolingMethod, pool
 from dec2vec.shipped import DEFAULT_MODEL, SHIPPED
 
@@ -106,24 +105,7 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
-Messages = list[dict[str, str]]
-
-
-class GenerationError(RuntimeError):
-    """Generation failed inside the model (its cause is chained); the stream ended instead of hanging."""
-
-
-class _Stop(StoppingCriteria):
-    """Stops generation when its event is set (the reader of a stream went away)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> bool:
-        return self.event.is_set()
-
-
-class Encoder:
+class Encoder(Generation):
     """A decoder LLM used as a text encoder (and, on the same weights, still a causal generator)."""
 
     def __init__(
@@ -135,13 +117,13 @@ class Encoder:
         # generate() bidirectional, so drop it from the in-memory config.
         if hasattr(self.model.config, "is_causal"):
             del self.model.config.is_causal
-        self.config = config
-        self.source = config.backbone  # what load() was given; an index records it to reopen this encoder
         if config.pooling == "latent_attention" and latent is None:
             latent = LatentAttention(self.dim, **(config.latent_attention or {}))
+        if latent is not None:  # a copy: the caller's config is theirs
+            config = replace(config, latent_attention={k: v for k, v in latent.config.items() if k != "dim"})
+        self.config = config
+        self.source = config.backbone  # what load() was given; an index records it to reopen this encoder
         self.latent = latent.to(self.model.device) if latent is not None else None
-        if latent is not None:
-            config.latent_attention = {k: v for k, v in latent.config.items() if k != "dim"}
         self.mode = ATTENTION[config.attention]
         if not self.mode.causal:
             check_switch(self.model)
@@ -410,113 +392,11 @@ class Encoder:
         """Cosine similarity matrix between two lists of texts."""
         return self.encode(a) @ self.encode(b).T
 
-    # ---- generation ---------------------------------------------------------------------------------
-
-    def generate(self, prompt: str | Messages, **kwargs: Any) -> str:
-        """Causal generation from the same weights (instruct and GRIT-trained backbones); greedy by default.
-
-        ``prompt`` is plain text, or chat messages (``[{"role": "user", "content": ...}]``) put through the
-        chat template; ``chat=True`` wraps plain text as one user turn. Options as for ``generate_stream``.
-        """
-        return "".join(self.generate_stream(prompt, **kwargs))
-
-    def generate_stream(
-        self,
-        prompt: str | Messages,
-        *,
-        max_new_tokens: int = 64,
-        chat: bool = False,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-    ) -> Iterator[str]:
-        """Generated text piece by piece as it is produced; closing the iterator early stops generation.
-
-        An empty prompt, or one longer than the model's context, is refused (``ValueError``); a failure
-        inside generation ends the stream by raising ``GenerationError`` rather than leaving it waiting.
-        """
-        ids = self._prompt_ids(prompt, chat)
-        if len(ids) > self.context_length:
-            raise ValueError(f"the prompt is {len(ids)} tokens: the model's context is {self.context_length}")
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        stop = threading.Event()
-        failure: list[BaseException] = []
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
-
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    self.model.generate(
-                        input_ids=torch.tensor([ids], device=self.device),
-                        attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
-                        max_new_tokens=max_new_tokens,
-                        pad_token_id=self.tokenizer.pad_token_id,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Stop(stop)]),
-                        **({"do_sample": False} | sampling),
-                    )
-            except BaseException as err:  # the streamer waits for an end that a failed generate never sends
-                failure.append(err)
-                streamer.end()
-
-        worker = threading.Thread(target=run, daemon=True)  # model.generate only streams from a thread
-        worker.start()
-        try:
-            yield from streamer
-        finally:
-            stop.set()
-            worker.join()
-        if failure:
-            raise GenerationError(f"generation failed: {failure[0]!r}") from failure[0]
-
-    def prompt_tokens(self, prompt: str | Messages, *, chat: bool = False) -> int:
-        """How many tokens ``generate`` would feed the model for this prompt (``ValueError`` if empty)."""
-        return len(self._prompt_ids(prompt, chat))
-
-    @property
-    def context_length(self) -> int:
-        """The most tokens a prompt plus its answer may take (the backbone's position limit)."""
-        return int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
-
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """How many tokens each text is (without prompts or special tokens): usage counts and limits."""
         return [
             len(ids) for ids in self.tokenizer(_check_texts(texts), add_special_tokens=False)["input_ids"]
         ]
-
-    def _prompt_ids(self, prompt: str | Messages, chat: bool) -> list[int]:
-        """Token ids of a generation prompt: chat messages (or text, with ``chat``) via the chat template."""
-        said = prompt if isinstance(prompt, str) else "".join(str(m.get("content", "")) for m in prompt)
-        if not said.strip():
-            raise ValueError("the prompt is empty")
-        if isinstance(prompt, str):
-            messages = [{"role": "user", "content": prompt}] if chat else None
-        else:
-            messages = prompt
-        if messages is not None and self.tokenizer.chat_template:  # the template writes the special tokens
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if messages is not None:  # no template: the turns' contents, one per line
-            prompt = "\n".join(m["content"] for m in messages)
-        return self.tokenizer(prompt)["input_ids"]
-
-    def next_token_probabilities(
-        self, prompts: Sequence[str], *, chat: bool = False, batch_size: int = 8
-    ) -> torch.Tensor:
-        """The causal model's next-token distribution after each prompt, ``(len(prompts), vocab)`` float32.
-
-        The scoring side of generation (a generative reranker reads P("yes") from it).
-        """
-        ids = [self._prompt_ids(p, chat) for p in _check_texts(prompts)]
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(ids), batch_size):
-                chunk = ids[start : start + batch_size]
-                batch = self._collate(chunk, [0] * len(chunk))
-                logits = lm_logits(self.model, batch["input_ids"], batch["attention_mask"], causal=True)
-                last = batch["attention_mask"].cumsum(1).argmax(1)  # each row's last real token
-                rows = logits[torch.arange(len(chunk)), last].float()
-                out.append(torch.softmax(rows, dim=-1).cpu())
-        return torch.cat(out)
 
     # ---- saving -------------------------------------------------------------------------------------
 

@@ -61,7 +61,8 @@ class SentenceTransformerBaseline:
             SentenceTransformer,
         )  # slow import, only when a baseline is asked for
 
-        self.model = SentenceTransformer(str(path), device="cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
         self.tokenizer = self.model.tokenizer
         self.dim = len(self.encode(["dimension probe"])[0])  # the method name changed across versions
         self.spec = spec or str(path)  # what load_model is given to build this baseline again

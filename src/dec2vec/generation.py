@@ -1,0 +1,150 @@
+"""Generation from an encoder's own weights: causal, whatever attention the encoder embeds with.
+
+``Encoder`` inherits these methods, so one object embeds and answers (GRIT). Needs of the host class:
+``model`` (a causal LM), ``tokenizer``, ``device`` and ``_collate(ids, n_prefix)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from dec2vec.attention import lm_logits
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+Messages = list[dict[str, str]]
+
+
+class GenerationError(RuntimeError):
+    """Generation failed inside the model (its cause is chained); the stream ended instead of hanging."""
+
+
+class _Stop(StoppingCriteria):
+    """Stops generation when its event is set (the reader of a stream went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> bool:
+        return self.event.is_set()
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise TypeError("expected a list of prompts, got a single string")
+    return list(prompts)
+
+
+class Generation:
+    """Causal generation, streaming, and next-token probabilities on the host's weights."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    _collate: Any  # (ids, n_prefix) -> padded batch with attention_mask, from the host class
+
+    def generate(self, prompt: str | Messages, **kwargs: Any) -> str:
+        """Causal generation from the same weights (instruct and GRIT-trained backbones); greedy by default.
+
+        ``prompt`` is plain text, or chat messages (``[{"role": "user", "content": ...}]``) put through the
+        chat template; ``chat=True`` wraps plain text as one user turn. Options as for ``generate_stream``.
+        """
+        return "".join(self.generate_stream(prompt, **kwargs))
+
+    def generate_stream(
+        self,
+        prompt: str | Messages,
+        *,
+        max_new_tokens: int = 64,
+        chat: bool = False,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> Iterator[str]:
+        """Generated text piece by piece as it is produced; closing the iterator early stops generation.
+
+        An empty prompt, or one longer than the model's context, is refused (``ValueError``); a failure
+        inside generation ends the stream by raising ``GenerationError`` rather than leaving it waiting.
+        """
+        ids = self._prompt_ids(prompt, chat)
+        if len(ids) > self.context_length:
+            raise ValueError(f"the prompt is {len(ids)} tokens: the model's context is {self.context_length}")
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()
+        failure: list[BaseException] = []
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(
+                        input_ids=torch.tensor([ids], device=self.device),
+                        attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                        max_new_tokens=max_new_tokens,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_Stop(stop)]),
+                        **({"do_sample": False} | sampling),
+                    )
+            except BaseException as err:  # the streamer waits for an end that a failed generate never sends
+                failure.append(err)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)  # model.generate only streams from a thread
+        worker.start()
+        try:
+            yield from streamer
+        finally:
+            stop.set()
+            worker.join()
+        if failure:
+            raise GenerationError(f"generation failed: {failure[0]!r}") from failure[0]
+
+    def prompt_tokens(self, prompt: str | Messages, *, chat: bool = False) -> int:
+        """How many tokens ``generate`` would feed the model for this prompt (``ValueError`` if empty)."""
+        return len(self._prompt_ids(prompt, chat))
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens a prompt plus its answer may take (the backbone's position limit)."""
+        return int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
+
+    def _prompt_ids(self, prompt: str | Messages, chat: bool) -> list[int]:
+        """Token ids of a generation prompt: chat messages (or text, with ``chat``) via the chat template."""
+        said = prompt if isinstance(prompt, str) else "".join(str(m.get("content", "")) for m in prompt)
+        if not said.strip():
+            raise ValueError("the prompt is empty")
+        if isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}] if chat else None
+        else:
+            messages = prompt
+        if messages is not None and self.tokenizer.chat_template:  # the template writes the special tokens
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if messages is not None:  # no template: the turns' contents, one per line
+            prompt = "\n".join(m["content"] for m in messages)
+        return self.tokenizer(prompt)["input_ids"]
+
+    def next_token_probabilities(
+        self, prompts: Sequence[str], *, chat: bool = False, batch_size: int = 8
+    ) -> torch.Tensor:
+        """The causal model's next-token distribution after each prompt, ``(len(prompts), vocab)`` float32.
+
+        The scoring side of generation (a generative reranker reads P("yes") from it).
+        """
+        ids = [self._prompt_ids(p, chat) for p in _check_prompts(prompts)]
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(ids), batch_size):
+                chunk = ids[start : start + batch_size]
+                batch = self._collate(chunk, [0] * len(chunk))
+                logits = lm_logits(self.model, batch["input_ids"], batch["attention_mask"], causal=True)
+                last = batch["attention_mask"].cumsum(1).argmax(1)  # each row's last real token
+                rows = logits[torch.arange(len(chunk)), last].float()
+                out.append(torch.softmax(rows, dim=-1).cpu())
+        return torch.cat(out)
