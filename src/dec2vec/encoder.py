@@ -156,7 +156,7 @@ class Encoder(Generation):
             dtype = DTYPES[dtype]
         path = Path(name_or_path)
         if str(name_or_path) in SHIPPED and not path.exists():
-            path = SHIPPED[str(name_or_path)].materialize()  # checked, merged and cached once
+            path = SHIPPED[str(name_or_path)].materialize(cls)  # checked, merged and cached once
         saved = (path / CONFIG_NAME).exists()
         config = EncoderConfig.load(path) if saved else EncoderConfig(backbone=str(name_or_path))
         overrides = {

@@ -23,13 +23,16 @@ import tempfile
 from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from dec2vec.backbone import NAMED_BACKBONES, dec2vec_home
 from dec2vec.files import sha256_file
+
+if TYPE_CHECKING:
+    from dec2vec.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,11 @@ class ShippedEncoder:
         """Where the merged encoder is cached: keyed by the delta's hash, so a new release rebuilds."""
         return dec2vec_home() / "shipped" / f"{self.name}-{self.card['files'][DELTA][:12]}"
 
-    def materialize(self) -> Path:
-        """The merged, saved encoder directory (built once: checks, backbone + delta, save)."""
+    def materialize(self, encoder_class: type[Encoder]) -> Path:
+        """The merged, saved encoder directory (built once: checks, backbone + delta, save).
+
+        ``Encoder.load`` calls this with its own class, so this module needs no import of the encoder.
+        """
         target = self.cached_dir()
         if (target / CARD).exists():
             return target
@@ -90,10 +96,8 @@ class ShippedEncoder:
                 f"{weights}: sha256 {found} is not the backbone {self.name} was trained on "
                 f"({recorded['sha256']}); install it with `{recorded['install']}`"
             )
-        from dec2vec.encoder import Encoder  # encoder imports this module to resolve names
-
         log.warning("building shipped encoder %s in %s (once)", self.name, target)
-        encoder = Encoder.load(self.backbone, **self.card["encoder"])
+        encoder = encoder_class.load(self.backbone, **self.card["encoder"])
         apply_delta(encoder.model, load_file(self.directory / DELTA))
         encoder.config = replace(encoder.config, backbone=self.name)
         target.parent.mkdir(parents=True, exist_ok=True)
