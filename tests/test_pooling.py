@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dec2vec import Encoder
-from dec2vec.pooling import LatentAttention, pool
+from dec2vec.pooling import POOLING_METHODS, POOLINGS, LatentAttention, pool
 
 # Two sequences: row 0 has 4 real tokens of which the first 2 are prompt; row 1 has 3 real, 1 prompt.
 LENGTHS, PROMPTS, WIDTH = [4, 3], [2, 1], 5
@@ -102,3 +102,7 @@ def test_batch_invariance_with_mixed_prompt_lengths(attention, side, make_tiny_c
     batched = encoder.encode(texts, prompt="Represent this sentence:\n", batch_size=4)
     single = np.stack([encoder.encode([t], prompt="Represent this sentence:\n")[0] for t in texts])
     np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_every_named_pooling_has_an_entry_in_the_registry():
+    assert set(POOLINGS) == set(POOLING_METHODS)

@@ -6,6 +6,7 @@ zeroed), so a prompt is attended to but never pooled, whatever the padding side 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
@@ -40,6 +41,54 @@ def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
+# Each pooling: (hidden (B, T, D) float32, attention_mask (B, T), mask (B, T) of tokens to pool, latent
+# module or None) -> (B, D). A new pooling is one function and one entry in POOLINGS (and PoolingMethod).
+PoolFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "LatentAttention | None"], torch.Tensor]
+
+
+def _rows(hidden: torch.Tensor) -> torch.Tensor:
+    return torch.arange(hidden.shape[0], device=hidden.device)
+
+
+def _first(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor, latent: object
+) -> torch.Tensor:
+    return hidden[_rows(hidden), mask.int().argmax(dim=1)]
+
+
+def _last(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor, latent: object
+) -> torch.Tensor:
+    return hidden[_rows(hidden), mask.shape[1] - 1 - mask.int().flip(1).argmax(dim=1)]
+
+
+def _weighted_mean(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor, latent: object
+) -> torch.Tensor:
+    # SGPT: weight i for the i-th real token (counted from the first non-pad token, prompt included, as
+    # sentence-transformers does), so later tokens, which have seen more context, count more.
+    first_real = attention_mask.int().argmax(dim=1, keepdim=True)
+    positions = torch.arange(1, mask.shape[1] + 1, device=hidden.device).unsqueeze(0) - first_real
+    return _masked_mean(hidden, mask * positions)
+
+
+def _latent(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor, latent: LatentAttention | None
+) -> torch.Tensor:
+    if latent is None:
+        raise ValueError("latent_attention pooling needs its LatentAttention module")
+    return latent(hidden, mask)
+
+
+POOLINGS: dict[str, PoolFn] = {
+    "mean": lambda hidden, attention_mask, mask, latent: _masked_mean(hidden, mask),
+    "last": _last,
+    "weighted_mean": _weighted_mean,
+    "first": _first,
+    "latent_attention": _latent,
+}
+
+
 def pool(
     hidden: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -55,33 +104,7 @@ def pool(
     """
     has_tokens = pool_mask.bool().any(dim=1, keepdim=True)
     mask = torch.where(has_tokens, pool_mask.bool(), attention_mask.bool())
-    pooled = _pool(hidden.float(), attention_mask, mask, method, latent)
+    if method not in POOLINGS:
+        raise ValueError(f"unknown pooling {method!r}; expected one of {', '.join(POOLING_METHODS)}")
+    pooled = POOLINGS[method](hidden.float(), attention_mask, mask, latent)
     return pooled if method == "first" else pooled * has_tokens
-
-
-def _pool(
-    hidden: torch.Tensor,
-    attention_mask: torch.Tensor,
-    mask: torch.Tensor,
-    method: PoolingMethod,
-    latent: LatentAttention | None,
-) -> torch.Tensor:
-    seq = mask.shape[1]
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    if method == "mean":
-        return _masked_mean(hidden, mask)
-    if method == "first":
-        return hidden[rows, mask.int().argmax(dim=1)]
-    if method == "last":
-        return hidden[rows, seq - 1 - mask.int().flip(1).argmax(dim=1)]
-    if method == "weighted_mean":
-        # SGPT: weight i for the i-th real token (counted from the first non-pad token, prompt included,
-        # as sentence-transformers does), so later tokens, which have seen more context, count more.
-        first_real = attention_mask.int().argmax(dim=1, keepdim=True)
-        positions = torch.arange(1, seq + 1, device=hidden.device).unsqueeze(0) - first_real
-        return _masked_mean(hidden, mask * positions)
-    if method == "latent_attention":
-        if latent is None:
-            raise ValueError("latent_attention pooling needs its LatentAttention module")
-        return latent(hidden, mask)
-    raise ValueError(f"unknown pooling {method!r}; expected one of {', '.join(POOLING_METHODS)}")
