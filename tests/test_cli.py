@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from dec2vec import Encoder
 from dec2vec.cli import app
+from dec2vec.encoder import preferred_dtype
 from dec2vec.search import Index
 
 runner = CliRunner(env={"COLUMNS": "300"})  # no line wrapping inside rich error boxes
@@ -20,14 +21,24 @@ def test_embed_text_lines_to_npy(make_tiny_checkpoint, tmp_path):
         app, ["embed", "-m", model, "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.npy")]
     )
     assert result.exit_code == 0, result.output
-    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), Encoder.load(model).encode(lines), atol=1e-6)
+    dtype, reason = preferred_dtype()  # no --dtype: bfloat16 where the hardware has it, said once
+    assert f"dtype: {dtype} ({reason}" in result.output
+    expected = Encoder.load(model, dtype=dtype).encode(lines)
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), expected, atol=1e-6)
+    result = runner.invoke(
+        app, ["embed", "-m", model, "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "o32.npy"),
+              "--dtype", "float32"]
+    )  # fmt: skip
+    assert result.exit_code == 0 and "dtype:" not in result.output
+    np.testing.assert_allclose(np.load(tmp_path / "o32.npy"), Encoder.load(model).encode(lines), atol=1e-6)
 
 
 def test_embed_jsonl_to_jsonl_keeps_ids(make_tiny_checkpoint, tmp_path):
     model = str(make_tiny_checkpoint("qwen3"))
     rows = [{"id": "a", "text": "a cat"}, {"id": "b", "text": "a dog"}]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = ["embed", "-m", model, "--attention", "bidirectional", "-i", str(tmp_path / "in.jsonl")]
+    args = ["embed", "-m", model, "--attention", "bidirectional", "-i", str(tmp_path / "in.jsonl"),
+            "--dtype", "float32"]  # fmt: skip
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "out.jsonl")])
     assert result.exit_code == 0, result.output
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -40,7 +51,7 @@ def test_embed_shards_line_files_and_each_shard_says_which_rows_it_holds(make_ti
     model = str(make_tiny_checkpoint("llama"))
     lines = [f"sentence number {i} about a cat" for i in range(7)]
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
-    args = ["embed", "-m", model, "-i", str(tmp_path / "in.txt")]
+    args = ["embed", "-m", model, "-i", str(tmp_path / "in.txt"), "--dtype", "float32"]
     rows = []
     for i in range(3):  # two machines each given a third used to both embed everything
         result = runner.invoke(app, [*args, "-o", str(tmp_path / f"part{i}.jsonl"), "--shard", f"{i}/3"])

@@ -309,6 +309,7 @@ def test_cli_mistakes_get_one_clear_line_not_a_traceback(make_tiny_checkpoint, t
         (["search", db, "x", "--rerank-candidates", "0"], "--rerank-candidates"),
         (["search", db, "x", "--dense-weight", "nan"], "weights"),
         (["search", db, "x", "--pooling", "last"], "--pooling applies with --model only"),
+        (["search", db, "x", "--dtype", "float32"], "--dtype applies with --model only"),
         (["search", db, "  "], "the query is empty"),
         (["embed", "-m", model, "-i", str(tmp_path / "latin1.txt"), "-o", str(tmp_path / "v.npy")],
          "latin1.txt:1: not UTF-8"),

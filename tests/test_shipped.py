@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from dec2vec import Encoder, shipped
 from dec2vec.cli import app
+from dec2vec.encoder import preferred_dtype
 from dec2vec.shipped import DEFAULT_MODEL, SHIPPED, ShippedEncoder, ShippedModelError
 from dec2vec.training.recipes import Recipe, train
 from dec2vec.training.trainer import StageConfig
@@ -138,9 +139,10 @@ def test_commands_default_to_the_shipped_encoder(monkeypatch, tmp_path_factory, 
     result = runner.invoke(app, ["embed", "-i", str(texts), "-o", str(tmp_path / "v.npy")])
     assert result.exit_code == 0, result.output
     vectors = np.load(tmp_path / "v.npy")
-    np.testing.assert_allclose(
-        vectors, Encoder.load(DEFAULT_MODEL).encode(texts.read_text().splitlines()), atol=1e-5
-    )
+    dtype, _ = preferred_dtype()  # commands default to bfloat16 where the CPU has it
+    assert f"dtype: {dtype}" in result.output
+    expected = Encoder.load(DEFAULT_MODEL, dtype=dtype).encode(texts.read_text().splitlines())
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
     result = runner.invoke(
         app, ["similarity", "A man is playing a guitar.", "Someone is playing an instrument."]
     )

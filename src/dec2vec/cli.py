@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dec2vec.backbone import DEFAULT_BACKBONE, NAMED_BACKBONES, BackboneNotFoundError
-from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder
+from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder, preferred_dtype
 from dec2vec.files import all_lines, read_jsonl
 from dec2vec.models import DEFAULT_MODEL, SHIPPED
 from dec2vec.pooling import POOLING_METHODS
@@ -30,7 +30,10 @@ ModelOpt = Annotated[
 ]
 AttentionOpt = Annotated[str | None, typer.Option(help=f"One of {', '.join(ATTENTION_MODES)}.")]
 PoolingOpt = Annotated[str | None, typer.Option(help=f"One of {', '.join(POOLING_METHODS)}.")]
-DtypeOpt = Annotated[str, typer.Option(help=f"Weights dtype: {', '.join(DTYPES)}.")]
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option(help=f"Weights dtype: {', '.join(DTYPES)} (default: bfloat16 where the hardware has it)."),
+]
 
 DEMO_SENTENCES = [
     "A man is playing a guitar.",
@@ -49,7 +52,17 @@ DEMO_QUERIES = [
 ]
 
 
-def _load(model: str, attention: str | None, pooling: str | None, dtype: str) -> Encoder:
+def _resolve_dtype(dtype: str | None) -> str:
+    """No dtype given: the hardware's preferred one, said once on stderr."""
+    if dtype is not None:
+        return dtype
+    chosen, reason = preferred_dtype()
+    typer.echo(f"dtype: {chosen} ({reason}; --dtype float32 to opt out)", err=True)
+    return chosen
+
+
+def _load(model: str, attention: str | None, pooling: str | None, dtype: str | None) -> Encoder:
+    dtype = _resolve_dtype(dtype)
     try:
         return Encoder.load(model, attention=attention, pooling=pooling, dtype=dtype)  # type: ignore[arg-type]
     except (BackboneNotFoundError, ValueError) as err:
@@ -82,7 +95,7 @@ def embed(
     model: ModelOpt = DEFAULT_MODEL,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = None,
     prompt_name: Annotated[
         str | None, typer.Option(help="Lines: named prompt of the encoder (query, document).")
     ] = None,
@@ -192,7 +205,7 @@ def similarity(
     model: ModelOpt = DEFAULT_MODEL,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = None,
 ) -> None:
     """Print the cosine similarity of two texts."""
     encoder = _load(model, attention, pooling, dtype)
@@ -323,7 +336,7 @@ def _open_index(
     model: str | None = None,
     attention: str | None = None,
     pooling: str | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     *,
     create: bool = False,
     **kw: Any,
@@ -336,8 +349,8 @@ def _open_index(
 
     if not create and "://" not in db and not Path(db).is_file():
         raise _fail(f"{db}: no such index (build one with `dec2vec index add {db} FILE`)")
-    if model is None and (attention or pooling):
-        flag = "--attention" if attention else "--pooling"
+    if model is None and (attention or pooling or dtype):
+        flag = "--attention" if attention else "--pooling" if pooling else "--dtype"
         raise _fail(f"{flag} applies with --model only: without it the index uses the encoder it records")
     try:
         encoder = _load(model, attention, pooling, dtype) if model else None
@@ -356,7 +369,7 @@ def index_add(
     ] = None,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = None,
     quantization: Annotated[str, typer.Option(help="New SQLite index: float32, int8 or binary.")] = "float32",
     chunk_tokens: Annotated[int | None, typer.Option(min=8, help="Longest chunk, in tokens (256).")] = None,
     chunk_overlap: Annotated[
@@ -464,7 +477,7 @@ def search(
     ] = None,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = None,
 ) -> None:
     """Search an index: hybrid by default, with filters applied inside retrieval and optional reranking."""
     from dec2vec.search import read_queries
@@ -520,7 +533,7 @@ def serve(
     ] = None,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = None,
     db: Annotated[str | None, typer.Option(help="Index to search and write (SQLite path or URL).")] = None,
     host: Annotated[
         str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")
@@ -570,7 +583,7 @@ def serve(
     if long_inputs not in ("truncate", "error"):
         raise _fail("--long-inputs must be truncate or error")
     if model is None and db is not None:  # serve the encoder the index was built with
-        with _open_index(db, dtype=dtype) as index:
+        with _open_index(db, None, attention, pooling, dtype) as index:
             try:
                 encoder = index.encoder
             except ValueError as err:
