@@ -41,7 +41,7 @@ from dec2vec.models import load_model
 from dec2vec.search import Document, Index
 from dec2vec.search.filters import normalize
 from dec2vec.search.index import encoder_info, passage
-from dec2vec.search.store import open_store
+from dec2vec.search.backends import open_store
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
