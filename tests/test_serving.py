@@ -11,13 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+import torch
 import uvicorn
 from conftest import SENTENCES, corpus
 from openai import OpenAI
 
 from dec2vec import Encoder
 from dec2vec.search import Index
-from dec2vec.serving import ServerSettings, create_app
+from dec2vec.serving import SHUTDOWN_GRACE_S, ServerSettings, create_app
 from dec2vec.serving.batching import MicroBatcher
 
 # Headless and quiet: without the networking flags Chromium keeps calling out from an offline machine.
@@ -34,8 +35,12 @@ CHROMIUM_FLAGS = [
 
 @contextlib.contextmanager
 def running(app):
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    """Serve ``app`` with uvicorn on a free loopback port in a thread, as ``dec2vec serve`` does (same
+    shutdown grace); yields the base URL."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -45,7 +50,8 @@ def running(app):
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=SHUTDOWN_GRACE_S + 10)
+        assert not thread.is_alive(), "the server did not shut down"
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +230,53 @@ def test_a_failure_inside_generation_ends_the_response_and_frees_its_thread(enco
     monkeypatch.undo()
     answer = httpx.post(f"{url}/v1/completions", json={"prompt": "the cat", "max_tokens": 3}, timeout=30)
     assert answer.status_code == 200
+
+
+class EndlessGeneration:
+    """Stands in for ``model.generate``: a token every 10 ms until its stopping criteria say stop, far
+    longer than any test waits; ``stopped`` is set when it returns (so its thread is free again)."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+
+    def __call__(self, *, input_ids, streamer, stopping_criteria, **kwargs):
+        streamer.put(input_ids.cpu())  # the prompt, which the streamer skips
+        while not bool(torch.as_tensor(stopping_criteria(input_ids, None)).all()):
+            time.sleep(0.01)
+            streamer.put(torch.tensor([5]))
+        streamer.end()
+        self.stopped.set()
+
+
+def test_work_stops_when_the_client_leaves(encoder, url, monkeypatch):
+    endless = EndlessGeneration()
+    monkeypatch.setattr(encoder.model, "generate", endless)
+    with pytest.raises(httpx.ReadTimeout):  # a non-streamed request whose client gives up after 1 s
+        httpx.post(f"{url}/v1/completions", json={"prompt": "the cat"}, timeout=1)
+    assert endless.stopped.wait(10)  # the server noticed and stopped generating
+
+
+def test_shutdown_does_not_wait_for_open_streams(encoder, monkeypatch):
+    endless = EndlessGeneration()
+    monkeypatch.setattr(encoder.model, "generate", endless)
+    first_chunk = threading.Event()
+
+    def listen(base: str) -> None:
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as response,
+        ):
+            for _ in response.iter_lines():
+                first_chunk.set()
+
+    with running(create_app(encoder, None, ServerSettings())) as base:
+        listener = threading.Thread(target=listen, args=(base,), daemon=True)
+        listener.start()
+        assert first_chunk.wait(30)
+        start = time.perf_counter()
+    assert time.perf_counter() - start < SHUTDOWN_GRACE_S + 5  # the server's thread ended
+    assert endless.stopped.wait(5)  # and the generation with it
 
 
 def test_a_stalled_client_does_not_hold_up_others(url):

@@ -578,7 +578,7 @@ def serve(
     """Serve embeddings (OpenAI-compatible), generation, search and a web page over HTTP."""
     import uvicorn
 
-    from dec2vec.serving import ServerSettings, create_app
+    from dec2vec.serving import SHUTDOWN_GRACE_S, ServerSettings, create_app
 
     if long_inputs not in ("truncate", "error"):
         raise _fail("--long-inputs must be truncate or error")
@@ -602,14 +602,8 @@ def serve(
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         console.print(f"[yellow]serving on {host} without an API key: anyone who can reach it can use it[/]")
-    # Open streams get 5 s to finish on shutdown, then are cancelled (their generation stops with them).
-    uvicorn.run(
-        create_app(encoder, db, settings),
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=5,
-    )
+    app_ = create_app(encoder, db, settings)
+    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
 
 @app.command()

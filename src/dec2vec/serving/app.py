@@ -25,6 +25,9 @@ from dec2vec.serving.routes import ROUTERS
 from dec2vec.serving.state import ServerSettings, ServerState
 from dec2vec.serving.wire import error_body
 
+SHUTDOWN_GRACE_S = 5  # on shutdown, open streams get this long to end, then are cancelled (uvicorn's
+# timeout_graceful_shutdown); cancelling a stream stops its generation
+
 
 def create_app(encoder: Encoder, index: str | None = None, settings: ServerSettings | None = None) -> FastAPI:
     """The FastAPI app serving ``encoder`` and, if given, the index at ``index`` (path or URL)."""
