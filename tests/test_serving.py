@@ -279,6 +279,34 @@ def test_shutdown_does_not_wait_for_open_streams(encoder, monkeypatch):
     assert endless.stopped.wait(5)  # and the generation with it
 
 
+def test_searches_run_between_the_pieces_of_a_long_document_write(encoder, db, monkeypatch):
+    slow = encoder.encode_documents
+
+    def slow_pieces(texts, **kwargs):  # a second per 32 documents, as on a slow machine
+        time.sleep(len(texts) / 32)
+        return slow(texts, **kwargs)
+
+    monkeypatch.setattr(encoder, "encode_documents", slow_pieces)
+    docs = [{"id": f"long-{i}", "text": f"document number {i} about rivers"} for i in range(96)]  # 3 pieces
+    done: dict[str, float] = {}
+    with running(create_app(encoder, db, ServerSettings(max_documents=100))) as base:
+        start = time.perf_counter()
+
+        def write() -> None:
+            assert httpx.post(f"{base}/v1/documents", json={"documents": docs}, timeout=60).status_code == 200
+            done["write"] = time.perf_counter() - start
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.3)
+        hits = httpx.post(f"{base}/v1/search", json={"query": "rivers", "mode": "dense"}, timeout=60)
+        done["search"] = time.perf_counter() - start
+        writer.join()
+        httpx.post(f"{base}/v1/documents", json={"delete": [d["id"] for d in docs]}, timeout=60)
+    assert hits.status_code == 200 and done["write"] >= 3.0
+    assert done["search"] < done["write"] - 0.5  # it waited for one piece at most, not the whole write
+
+
 def test_a_stalled_client_does_not_hold_up_others(url):
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as stalled:  # promises a body it never finishes
