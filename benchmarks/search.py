@@ -39,9 +39,9 @@ from dec2vec.encoder import CONFIG_NAME
 from dec2vec.evaluation.data import read_beir
 from dec2vec.models import load_model
 from dec2vec.search import Document, Index
+from dec2vec.search.backends import open_store
 from dec2vec.search.filters import normalize
 from dec2vec.search.index import encoder_info, passage
-from dec2vec.search.backends import open_store
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
@@ -75,11 +75,11 @@ def ndcg10(index: Index, queries: dict[str, str], qrels: dict, options: dict) ->
     return float(np.mean([per_query.get(q, {"ndcg_cut_10": 0.0})["ndcg_cut_10"] for q in queries]))
 
 
-def quality(specs: dict[str, str], out: Path, max_queries: int) -> list[dict]:
+def quality(specs: dict[str, str], out: Path, max_queries: int, datasets: list[str]) -> list[dict]:
     rows = []
     for label, spec in specs.items():
         encoder = load_model(spec)
-        for dataset in DATASETS:
+        for dataset in datasets:
             folder = DATA / "retrieval" / dataset
             beir = read_beir(folder)
             queries = dict(list(beir.queries.items())[:max_queries])
@@ -229,7 +229,10 @@ def show(title: str, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", type=Path, default=HERE / "runs" / "retrieval")
+    parser.add_argument(
+        "--encoder", default=str(HERE / "runs" / "retrieval"), help="a saved encoder or a shipped name"
+    )
+    parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--only", default="quality,latency")
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--max-queries", type=int, default=100, help="first N queries of each set")
@@ -238,12 +241,20 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = HERE / "results" / "search.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if args.encoder == HERE / "runs" / "retrieval":
-        retrieval_encoder(args.encoder, args.out, args.max_queries)
+    if Path(args.encoder) == HERE / "runs" / "retrieval":
+        retrieval_encoder(Path(args.encoder), args.out, args.max_queries)
     spec = f"{args.encoder}:bfloat16"
+    label = "dec2vec" if Path(args.encoder) == HERE / "runs" / "retrieval" else Path(args.encoder).name
     if "quality" in args.only:
-        results["quality"] = quality({"dec2vec": spec, "minilm": "minilm"}, args.out, args.max_queries)
-        results["encoder"] = os.path.relpath(spec, HERE.parent)  # repository-relative in the JSON
+        datasets = args.datasets.split(",")
+        new = quality({label: spec, "minilm": "minilm"}, args.out, args.max_queries, datasets)
+        done = {(r["dataset"], r["encoder"]) for r in new}  # a rerun replaces its own rows only
+        results["quality"] = [
+            r for r in results.get("quality", []) if (r["dataset"], r["encoder"]) not in done
+        ]
+        results["quality"] += new
+        if label == "dec2vec":
+            results["encoder"] = os.path.relpath(spec, HERE.parent)  # repository-relative in the JSON
     if "latency" in args.only:
         results["latency"] = latency(spec, [int(s) for s in args.sizes.split(",")], args.out)
     for key in ("quality", "latency"):
