@@ -51,7 +51,8 @@ RELEASES = {
         "smollm2-135m",
         "smollm2-135m-embed",
         "SmolLM2-135M-Instruct converted to a bidirectional mean-pooling encoder that still chats: "
-        "distilled from all-mpnet-base-v2 with a next-token loss on the same weights (GRIT)",
+        "LLM2Vec's supervised path (masked next-token prediction, then contrastive training with hard "
+        "negatives) with a next-token loss on the same weights in the last stage (GRIT)",
     ),
 }
 

@@ -237,6 +237,7 @@ def test_builtin_recipes_load():
         "grit",
         "retrieval",
         "smollm2-135m-embed",
+        "distill-mpnet",
     ):
         for stage in load_recipe(name).stages:
             data = load_stage_data(stage)  # every bundled file a stage names: there, well formed, right kind
