@@ -26,12 +26,14 @@ class GenerationError(RuntimeError):
 
 
 class _Stop(StoppingCriteria):
-    """Stops generation when its event is set (the reader of a stream went away)."""
+    """Stops generation when its event is set (the reader of a stream went away); counts the sequence."""
 
     def __init__(self, event: threading.Event) -> None:
         self.event = event
+        self.length = 0  # prompt + tokens generated so far
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> bool:
+        self.length = input_ids.shape[1]
         return self.event.is_set()
 
 
@@ -71,11 +73,31 @@ class Generation:
         An empty prompt, or one longer than the model's context, is refused (``ValueError``); a failure
         inside generation ends the stream by raising ``GenerationError`` rather than leaving it waiting.
         """
-        ids = self._prompt_ids(prompt, chat)
+        yield from self.stream_ids(
+            self._prompt_ids(prompt, chat),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+        )
+
+    def stream_ids(
+        self,
+        ids: list[int],
+        *,
+        past_key_values: Any = None,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        usage: dict[str, int] | None = None,
+    ) -> Iterator[str]:
+        """``generate_stream`` for a prompt already tokenized; ``past_key_values`` may hold the causal states
+        of a prefix of ``ids`` (see ``kv_cache.PrefixCache``), which are then not computed again. At the
+        end, ``usage["new_tokens"]`` (when given) is how many tokens were generated."""
         if len(ids) > self.context_length:
             raise ValueError(f"the prompt is {len(ids)} tokens: the model's context is {self.context_length}")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         stop = threading.Event()
+        counter = _Stop(stop)
         failure: list[BaseException] = []
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
 
@@ -87,8 +109,9 @@ class Generation:
                         attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
                         max_new_tokens=max_new_tokens,
                         pad_token_id=self.tokenizer.pad_token_id,
+                        cache=past_key_values,
                         streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Stop(stop)]),
+                        stopping_criteria=StoppingCriteriaList([counter]),
                         **({"do_sample": False} | sampling),
                     )
             except BaseException as err:  # the streamer waits for an end that a failed generate never sends
@@ -102,6 +125,8 @@ class Generation:
         finally:
             stop.set()
             worker.join()
+            if usage is not None:
+                usage["new_tokens"] = max(counter.length - len(ids), 0)
         if failure:
             raise GenerationError(f"generation failed: {failure[0]!r}") from failure[0]
 
