@@ -116,3 +116,43 @@ def test_demo_compares_answers_and_searches(make_tiny_checkpoint, tmp_path):
     again = runner.invoke(app, args)  # a rerun finds its index complete: nothing is embedded twice
     assert again.exit_code == 0 and "0 added, 3000 unchanged" in again.stdout
     assert again.stdout.count("hybrid search:") == 3
+
+
+def test_ask_answers_from_the_index_with_numbered_sources(make_tiny_checkpoint, tmp_path):
+    from conftest import CORPUS
+
+    from dec2vec.answering import Answerer
+
+    model = str(make_tiny_checkpoint("llama"))
+    db = str(tmp_path / "ask.db")
+    rows = [{"id": f"c{i}", "title": f"t{i}", "text": text} for i, text in enumerate(CORPUS)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    added = runner.invoke(app, ["index", "add", db, str(tmp_path / "docs.jsonl"), "-m", model,
+                                "--attention", "bidirectional", "--dtype", "float32"])  # fmt: skip
+    assert added.exit_code == 0, added.output
+    question = "Which city is the capital of France?"
+    result = runner.invoke(app, ["ask", db, question, "-k", "2", "--max-new-tokens", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    with Index(db) as index:
+        expected = Answerer(index).ask(question, k=2, max_new_tokens=5, cache="off")
+    assert payload["answer"] == expected.text and payload["question"] == question
+    assert [s["id"] for s in payload["sources"]] == [s.id for s in expected.sources]
+    assert payload["timings"]["prompt_tokens"] > 0 and 0 < payload["timings"]["new_tokens"] <= 5
+    context = runner.invoke(app, ["ask", db, question, "-k", "2", "--context-only"])
+    assert context.exit_code == 0 and "[1] " in context.output and "[2] " in context.output
+    assert f"Question: {question}" in context.output
+    shown = runner.invoke(app, ["ask", db, question, "-k", "2", "--max-new-tokens", "3"])
+    assert shown.exit_code == 0 and "[1]" in shown.output and "sources" in shown.output
+    (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "capital of France"}\n')
+    lines = runner.invoke(app, ["ask", db, "--queries", str(tmp_path / "q.jsonl"), "--json", "-k", "1",
+                                "--max-new-tokens", "2"])  # fmt: skip
+    assert lines.exit_code == 0 and json.loads(lines.stdout)["query_id"] == "q1"
+    for args, problem in [
+        ([db, "   "], "question is empty"),
+        ([db, question, "--cache", "maybe"], "cache must be one of"),
+        ([db, "--queries", str(tmp_path / "q.jsonl")], "add --json"),
+        ([str(tmp_path / "missing.db"), question], "no such index"),
+    ]:
+        failed = runner.invoke(app, ["ask", *args])
+        assert failed.exit_code != 0 and problem in failed.output, (args, failed.output)

@@ -510,6 +510,86 @@ def search(
             raise _fail(str(err)) from err
 
 
+@app.command()
+def ask(
+    db: DbArg,
+    question: Annotated[str | None, typer.Argument(help="The question (or use --queries).")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="How many passages to ground the answer in.")] = 4,
+    mode: Annotated[str, typer.Option(help="dense, lexical or hybrid (RRF).")] = "hybrid",
+    filter: Annotated[
+        list[str] | None, typer.Option("--filter", help="Repeatable: lang=en, tag=a,b (IN), year>=2000.")
+    ] = None,
+    rerank: Annotated[str | None, typer.Option(help="maxsim (late interaction) or yes (generative).")] = None,
+    queries: Annotated[
+        Path | None, typer.Option(help='JSONL of {"_id", "text"}: answer each, one JSON line per query.')
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {question, answer, sources, timings}.")
+    ] = False,
+    context_only: Annotated[
+        bool, typer.Option("--context-only", help="Print the prompt the generator would get; no answer.")
+    ] = False,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 128,
+    cache: Annotated[
+        str, typer.Option(help="prefix: reuse the key-value states of prompt prefixes seen before; off.")
+    ] = "prefix",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Default: the encoder the index was built with.")
+    ] = None,
+) -> None:
+    """Answer from an index with the same model: retrieve passages, ground the prompt, cite the sources."""
+    from dec2vec.answering import Answerer
+    from dec2vec.generation import GenerationError
+    from dec2vec.search import read_queries
+
+    if (question is None) == (queries is None):
+        raise _fail("give a QUESTION or --queries FILE (not both)")
+    if queries is not None and not as_json and not context_only:
+        raise _fail("--queries writes JSON lines: add --json")
+    try:
+        pending = read_queries(queries) if queries else [(None, question)]
+    except ValueError as err:
+        raise _fail(str(err)) from err
+    search = {"k": k, "mode": mode, "filters": filter, "rerank": rerank}
+    with _open_index(db, model) as index:
+        try:
+            answerer = Answerer(index)
+            for query_id, text in pending:
+                if context_only:
+                    typer.echo(answerer.context(text, **search))
+                    continue
+                stream = answerer.stream(text, max_new_tokens=max_new_tokens, cache=cache, **search)
+                if as_json:
+                    for _ in stream:
+                        pass
+                    payload = stream.answer.to_json()
+                    if queries is not None:
+                        payload = {"query_id": query_id, **payload}
+                    typer.echo(json.dumps(payload, ensure_ascii=False))
+                    continue
+                for piece in stream:
+                    typer.echo(piece, nl=False)
+                typer.echo()
+                console.print(_sources_table(stream.answer))
+        except (ValueError, GenerationError) as err:
+            raise _fail(str(err)) from err
+
+
+def _sources_table(answer: Any) -> Table:
+    """The passages the answer was grounded in; those it cites in bold."""
+    timings = answer.timings
+    title = (
+        f"sources · first token {timings.get('first_token_s', 0):.2f} s, "
+        f"{timings.get('reused_tokens', 0)} of {timings['prompt_tokens']} prompt tokens from the cache"
+    )
+    table = Table("#", "id", "score", "title / text", title=title)
+    for source in answer.sources:
+        snippet = (f"{source.title}: " if source.title else "") + source.text[:120].replace("\n", " ")
+        style = "bold" if source.cited else None
+        table.add_row(f"[{source.number}]", source.id, f"{source.score:.4f}", snippet, style=style)
+    return table
+
+
 def _hits_table(hits: list, title: str) -> Table:
     """Rank, id, fused score, each retriever's rank, and the title with the start of the best chunk."""
     table = Table("#", "id", "score", "ranks", "title / text", title=title)
