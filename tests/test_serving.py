@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 import uvicorn
-from conftest import SENTENCES, corpus
+from conftest import CORPUS, SENTENCES, corpus
 from openai import OpenAI
 
 from dec2vec import Encoder
-from dec2vec.search import Index
+from dec2vec.answering import Answerer
+from dec2vec.search import Document, Index
 from dec2vec.serving import SHUTDOWN_GRACE_S, ServerSettings, create_app
 from dec2vec.serving.batching import MicroBatcher
 
@@ -413,3 +414,69 @@ def test_web_page_searches_and_compares_in_headless_chromium(url):
         browser.find_element(By.ID, "compare-button").click()
         wait.until(until.text_to_be_present_in_element((By.ID, "similarity-result"), "cosine similarity"))
         assert browser.find_element(By.ID, "similarity-result").text == "cosine similarity: 1.0000"
+
+
+# ---- grounded chat: the dec2vec.search block -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grounded_url(encoder, tmp_path_factory):
+    """A server over short documents: the tiny model's context is 256 tokens."""
+    path = str(tmp_path_factory.mktemp("grounded") / "index.db")
+    documents = [Document(f"c{i}", text, f"t{i}", {"n": i}) for i, text in enumerate(CORPUS)]
+    with Index(path, encoder) as index:
+        index.add(documents, show_progress=False)
+    with running(create_app(encoder, path, ServerSettings(model_name="tiny"))) as base:
+        yield base, path
+
+
+def test_openai_client_gets_a_grounded_answer_with_its_sources(encoder, grounded_url):
+    url, path = grounded_url
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+    question = "Which city is the capital of France?"
+    messages = [{"role": "user", "content": question}]
+    grounding = {"dec2vec": {"search": {"k": 2, "mode": "hybrid"}}}
+    with Index(path, encoder) as index:
+        expected = Answerer(index).ask(question, k=2, max_new_tokens=6, cache="off")
+    chat = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, extra_body=grounding)
+    assert chat.choices[0].message.content == expected.text
+    sources = chat.model_extra["dec2vec"]["sources"]
+    assert [s["id"] for s in sources] == [s.id for s in expected.sources] and len(sources) == 2
+    assert [s["number"] for s in sources] == [1, 2] and all(s["text"] for s in sources)
+    stream = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=6, stream=True, extra_body=grounding
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected.text
+    assert [s["id"] for s in chunks[-1].model_extra["dec2vec"]["sources"]] == [s.id for s in expected.sources]
+    assert _metric(url, "dec2vec_kv_cache_hits") >= 1  # the second request reused the first one's states
+    assert _metric(url, "dec2vec_kv_cache_reused_tokens") > 0
+
+
+def test_a_bad_grounding_block_is_a_400_and_the_server_keeps_answering(grounded_url, url):
+    base, _ = grounded_url
+    messages = [{"role": "user", "content": "capital of France"}]
+    for block, problem in [
+        ({"search": {"k": 0}}, "k"),
+        ({"search": {"k": 2, "top": 3}}, "top"),  # a misspelt option is refused, not ignored
+        ({"search": {"mode": "fuzzy"}}, "mode"),
+        ({"search": {"filters": {"n": {"$regex": "x"}}}}, "filter"),
+        ({}, "search"),
+    ]:
+        reply = httpx.post(f"{base}/v1/chat/completions", json={"messages": messages, "dec2vec": block})
+        assert reply.status_code == 400, (block, reply.text)
+        assert problem in reply.text
+    last = [{"role": "assistant", "content": "hello"}]
+    reply = httpx.post(f"{base}/v1/chat/completions", json={"messages": last, "dec2vec": {"search": {}}})
+    assert reply.status_code == 400 and "user" in reply.json()["error"]["message"]
+    ok = httpx.post(f"{base}/v1/chat/completions", json={"messages": messages, "max_tokens": 2})
+    assert ok.status_code == 200
+
+
+def test_grounding_needs_an_index(encoder):
+    with running(create_app(encoder, None, ServerSettings())) as base:
+        reply = httpx.post(
+            f"{base}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "dec2vec": {"search": {"k": 1}}},
+        )
+    assert reply.status_code == 404 and "--db" in reply.json()["error"]["message"]

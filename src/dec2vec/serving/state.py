@@ -16,9 +16,11 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, Request
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from dec2vec.answering import Answerer
 from dec2vec.encoder import Encoder
+from dec2vec.kv_cache import PrefixCache
 from dec2vec.search import Index
 from dec2vec.serving.batching import MicroBatcher
 from dec2vec.serving.wire import APIError
@@ -40,6 +42,7 @@ class ServerSettings:
     max_new_tokens: int = 1024  # cap on generation length
     max_prompt_tokens: int = 4096  # cap on a generation prompt (and never beyond the model's context)
     max_documents: int = 256  # documents per /v1/documents request
+    kv_cache_mib: float = 256.0  # key-value states of grounded prompts kept for reuse (kv_cache.PrefixCache)
     allowed_hosts: list[str] | None = None  # Host header names accepted (DNS rebinding); None: any
     cors_origins: list[str] = field(default_factory=list)  # browser origins allowed to call; none by default
     generation: bool = True
@@ -62,6 +65,21 @@ class Metrics:
         )  # fmt: skip
         self.tokens = Counter("dec2vec_tokens", "Tokens processed", ["kind"], registry=self.registry)
 
+    def watch(self, cache: PrefixCache) -> None:
+        """Export the key-value cache's counters, read at each scrape."""
+        series = {
+            "hits": "grounded prompts that started from cached key-value states",
+            "misses": "grounded prompts that found nothing cached",
+            "reused_tokens": "prompt tokens taken from the cache instead of prefilled",
+            "prefilled_tokens": "prompt tokens prefilled (and cached)",
+            "evictions": "cached prefixes dropped to stay within the size limit",
+        }
+        for name, help_text in series.items():
+            gauge = Gauge(f"dec2vec_kv_cache_{name}", help_text, registry=self.registry)
+            gauge.set_function(lambda name=name: getattr(cache.stats, name))
+        size = Gauge("dec2vec_kv_cache_bytes", "Bytes of cached key-value states", registry=self.registry)
+        size.set_function(lambda: cache.bytes)
+
 
 class ServerState:
     """Everything the routes share. All model and index work runs on the one model thread; generation
@@ -70,7 +88,9 @@ class ServerState:
     def __init__(self, encoder: Encoder, index_location: str | None, settings: ServerSettings) -> None:
         self.encoder, self.index_location, self.settings = encoder, index_location, settings
         self.index: Index | None = None  # opened at start, on the model thread
+        self.kv_cache = PrefixCache(settings.kv_cache_mib)
         self.metrics = Metrics()
+        self.metrics.watch(self.kv_cache)
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dec2vec-model")
         self.generation_threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dec2vec-generate")
         self.generating: set[threading.Event] = set()  # one per running generation: set it to stop it
@@ -92,6 +112,10 @@ class ServerState:
         if self.index is None:
             raise APIError(404, "this server has no index: start it with --db")
         return self.index
+
+    def the_answerer(self) -> Answerer:
+        """Grounded answers from the index with the server's encoder; the cache lasts as the server does."""
+        return Answerer(self.the_index(), self.encoder, cache=self.kv_cache)
 
     async def start(self) -> None:
         self.batcher.start()

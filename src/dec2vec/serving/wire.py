@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import HTTPException
-from pydantic import BaseModel, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 from transformers import PreTrainedTokenizerBase
 
 from dec2vec.search.index import Mode
@@ -89,8 +89,24 @@ class GenerationOptions(Body):
     user: str | None = None
 
 
+class RetrievalOptions(Body):
+    """``dec2vec.search`` of a chat request: ground the answer in the server's index."""
+
+    model_config = ConfigDict(extra="forbid")  # our own block: a misspelt option is an error, not ignored
+    k: int = Field(default=4, ge=1, le=32)
+    mode: Mode = "hybrid"
+    filters: dict[str, Any] | list[str] | None = None
+    rerank: Reranker | None = None
+
+
+class Dec2vecOptions(Body):
+    model_config = ConfigDict(extra="forbid")
+    search: RetrievalOptions
+
+
 class ChatRequest(GenerationOptions):
     messages: list[ChatMessage] = Field(min_length=1)
+    dec2vec: Dec2vecOptions | None = None  # opt-in retrieval (an extra body field for OpenAI clients)
 
 
 class CompletionRequest(GenerationOptions):
@@ -220,6 +236,14 @@ def token_budget(
             param,
         )
     return min(max_tokens or server_cap, server_cap, left)
+
+
+def sources(answer_sources: Sequence[Any]) -> list[dict[str, Any]]:
+    """The passages a grounded answer was given, in prompt order (``[n]`` in the answer is ``number`` n)."""
+    return [
+        {"number": s.number, "id": s.id, "title": s.title, "score": s.score, "text": s.text, "cited": s.cited}
+        for s in answer_sources
+    ]
 
 
 def finish_reason(completion_tokens: int, budget: int) -> str:

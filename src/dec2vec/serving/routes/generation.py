@@ -7,7 +7,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -19,9 +19,11 @@ from dec2vec.serving.wire import (
     ChatRequest,
     CompletionRequest,
     GenerationOptions,
+    RetrievalOptions,
     choice,
     error_body,
     finish_reason,
+    sources,
     token_budget,
     usage,
 )
@@ -30,9 +32,7 @@ router = APIRouter(dependencies=[Depends(require_key)])
 _END = object()
 
 
-async def pieces(
-    state: ServerState, prompt: Any, options: GenerationOptions, budget: int, chat: bool
-) -> AsyncIterator[str]:
+async def pieces(state: ServerState, start: Callable[[], Iterator[str]]) -> AsyncIterator[str]:
     """Generated text as it comes, from a thread that stops when this iterator is closed."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
@@ -40,9 +40,7 @@ async def pieces(
     state.generating.add(leave)
 
     def pump() -> None:
-        stream: Iterator[str] = state.encoder.generate_stream(
-            prompt, max_new_tokens=budget, chat=chat, temperature=options.temperature, top_p=options.top_p
-        )
+        stream = iter(start())  # a generator: closing it stops generation
         try:
             for piece in stream:
                 if leave.is_set():
@@ -51,7 +49,7 @@ async def pieces(
         except Exception as err:
             loop.call_soon_threadsafe(queue.put_nowait, err)
         finally:
-            stream.close()
+            stream.close()  # type: ignore[attr-defined]
             loop.call_soon_threadsafe(queue.put_nowait, _END)
 
     loop.run_in_executor(state.generation_threads, pump)
@@ -74,22 +72,66 @@ def _sse(chunks: AsyncIterator[dict]) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+async def grounded(state: ServerState, messages: list[dict[str, str]], search: RetrievalOptions) -> Any:
+    """Retrieve for the last user message on the model thread; the prompt built from the hits (unstarted)."""
+    if messages[-1]["role"] != "user":
+        raise APIError(400, "a grounded chat answers the last message: it must be the user's", "messages")
+    answerer = state.the_answerer()
+    question = messages[-1]["content"]
+    try:
+        hits = await state.on_model_thread(lambda: answerer.retrieve(question, **search.model_dump()))
+    except ValueError as err:
+        raise APIError(400, str(err), "dec2vec.search") from err
+    return answerer, question, hits
+
+
 async def respond(
-    request: Request, state: ServerState, body: GenerationOptions, prompt: Any, prompt_text: str, chat: bool
+    request: Request,
+    state: ServerState,
+    body: GenerationOptions,
+    prompt: Any,
+    prompt_text: str,
+    chat: bool,
+    search: RetrievalOptions | None = None,
 ) -> Any:
-    """A completion, whole or as server-sent events, in the chat or the text-completion shape."""
+    """A completion, whole or as server-sent events, in the chat or the text-completion shape; with
+    ``search``, grounded in the server's index, its sources under ``dec2vec`` in the response."""
     settings, encoder = state.settings, state.encoder
     if not settings.generation:
         raise APIError(404, "generation is disabled on this server")
     param = "messages" if chat else "prompt"
+    answerer, answer_stream = None, None
     try:
-        length = await asyncio.to_thread(encoder.prompt_tokens, prompt, chat=chat)
+        if search is not None:
+            answerer, question, hits = await grounded(state, prompt, search)
+            segments = answerer.segments(question, hits)
+            length = sum(len(s) for s in segments)
+        else:
+            length = await asyncio.to_thread(encoder.prompt_tokens, prompt, chat=chat)
     except ValueError as err:
         raise APIError(400, str(err), param) from err
     limit = min(settings.max_prompt_tokens, encoder.context_length)
     if length > limit:
         raise APIError(413, f"the prompt is {length} tokens: at most {limit}", param)
     budget = token_budget(body.max_tokens, length, encoder.context_length, settings.max_new_tokens, param)
+    sampling = {"temperature": body.temperature, "top_p": body.top_p}
+    if answerer is not None:
+        answer_stream = answerer.stream(question, hits=hits, max_new_tokens=budget, **sampling)
+        prompt_text = answerer.generator.tokenizer.decode([t for s in segments for t in s])
+
+        def start() -> Iterator[str]:
+            return iter(answer_stream)
+    else:
+
+        def start() -> Iterator[str]:
+            return encoder.generate_stream(prompt, max_new_tokens=budget, chat=chat, **sampling)
+
+    def extra() -> dict[str, Any]:
+        if answer_stream is None or answer_stream.answer is None:
+            return {}
+        answer = answer_stream.answer
+        return {"dec2vec": {"sources": sources(answer.sources), "timings": answer.timings}}
+
     kind = "chat.completion" if chat else "text_completion"
     head = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
@@ -105,7 +147,7 @@ async def respond(
 
     if not body.stream:
         text = ""
-        async for piece in pieces(state, prompt, body, budget, chat):  # closing it stops the generator
+        async for piece in pieces(state, start):  # closing it stops the generator
             if await request.is_disconnected():
                 raise APIError(499, "the client went away")
             text += piece
@@ -116,20 +158,22 @@ async def respond(
             "object": kind,
             "choices": [choice(chat, text, finish, streamed=False)],
             "usage": counts,
+            **extra(),
         }
     kind += ".chunk" if chat else ""
 
     async def chunks() -> AsyncIterator[dict]:
         text = ""
         try:
-            async for piece in pieces(state, prompt, body, budget, chat):
+            async for piece in pieces(state, start):
                 text += piece
                 yield {**head, "object": kind, "choices": [choice(chat, piece, None, streamed=True)]}
         except Exception as err:  # headers are sent: the error travels as the stream's last event
             yield error_body(500, f"{err}")
             return
         finish = finish_reason(counted(text)["completion_tokens"], budget)
-        yield {**head, "object": kind, "choices": [choice(chat, "", finish, streamed=True)]}
+        last = {**head, "object": kind, "choices": [choice(chat, "", finish, streamed=True)]}
+        yield {**last, **extra()}
 
     return _sse(chunks())
 
@@ -138,7 +182,8 @@ async def respond(
 async def chat_completions(request: Request, body: ChatRequest, state: State) -> Any:
     messages = [m.model_dump() for m in body.messages]
     prompt_text = "\n".join(m["content"] for m in messages)
-    return await respond(request, state, body, messages, prompt_text, chat=True)
+    search = body.dec2vec.search if body.dec2vec is not None else None
+    return await respond(request, state, body, messages, prompt_text, chat=True, search=search)
 
 
 @router.post("/v1/completions")
