@@ -480,3 +480,41 @@ def test_grounding_needs_an_index(encoder):
             json={"messages": [{"role": "user", "content": "hi"}], "dec2vec": {"search": {"k": 1}}},
         )
     assert reply.status_code == 404 and "--db" in reply.json()["error"]["message"]
+
+
+def test_web_page_ask_tab_streams_a_grounded_answer_and_links_citations(encoder, grounded_url):
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as until
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    url, path = grounded_url
+    question = "Which city is the capital of France?"
+    with Index(path, encoder) as index:
+        answerer = Answerer(index)
+        prompt = sum(len(s) for s in answerer.segments(question, answerer.retrieve(question, k=2)))
+        left = encoder.context_length - prompt  # the server's budget when the request sets no max_tokens
+        expected = answerer.ask(question, k=2, max_new_tokens=left, cache="off")
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
+    with contextlib.closing(webdriver.Chrome(options=options, service=service)) as browser:
+        browser.get(url)
+        wait = WebDriverWait(browser, 60)
+        browser.find_element(By.ID, "tab-ask").click()
+        browser.find_element(By.ID, "question").send_keys(question)
+        Select(browser.find_element(By.ID, "ask-k")).select_by_visible_text("2")
+        browser.find_element(By.ID, "ask-button").click()
+        wait.until(until.text_to_be_present_in_element((By.ID, "ask-status"), "answered"))
+        items = browser.find_elements(By.CSS_SELECTOR, "#sources li")
+        assert [i.get_attribute("data-id") for i in items] == [s.id for s in expected.sources]
+        assert [i.get_attribute("id") for i in items] == ["source-1", "source-2"]
+        shown = browser.execute_script("return document.getElementById('answer').textContent")
+        assert shown == expected.text
+        nodes = browser.execute_script(
+            "return withCitations('Paris [1], not [7]; see [2].', 2)"
+            ".map(n => n.nodeName === 'A' ? n.getAttribute('href') : n.textContent)"
+        )
+        assert nodes == ["Paris ", "#source-1", ", not [7]; see ", "#source-2", "."]

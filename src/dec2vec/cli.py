@@ -639,6 +639,9 @@ def serve(
         int, typer.Option(min=1, help="Tokens per generation prompt (413 beyond).")
     ] = 4096,
     max_documents: Annotated[int, typer.Option(min=1, help="Documents per /v1/documents request.")] = 256,
+    kv_cache_mib: Annotated[
+        float, typer.Option(min=1, help="MiB of key-value states kept for grounded chats (dec2vec.search).")
+    ] = 256.0,
     max_new_tokens: Annotated[
         int, typer.Option(min=1, help="Most tokens one generation may produce.")
     ] = 1024,
@@ -678,6 +681,7 @@ def serve(
         long_inputs=long_inputs, max_body_bytes=max_body_bytes, max_batch=max_batch,  # type: ignore[arg-type]
         max_wait_ms=max_wait_ms, generation=generation, max_prompt_tokens=max_prompt_tokens,
         max_documents=max_documents, max_new_tokens=max_new_tokens, cors_origins=cors_origin or [],
+        kv_cache_mib=kv_cache_mib,
         allowed_hosts=allowed_host or (LOOPBACK_NAMES if host in LOOPBACK_NAMES else None),
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:

@@ -1,4 +1,4 @@
-// The dec2vec page: search the server's index, or compare two texts. Talks to the JSON API only.
+// The dec2vec page: search the server's index, ask it a question, or compare two texts. JSON API only.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -6,10 +6,14 @@ const keyField = $("api-key");
 keyField.value = localStorage.getItem("dec2vec-key") || "";
 keyField.addEventListener("change", () => localStorage.setItem("dec2vec-key", keyField.value));
 
+function headers() {
+  const sent = { "Content-Type": "application/json" };
+  if (keyField.value) sent.Authorization = `Bearer ${keyField.value}`;
+  return sent;
+}
+
 async function call(path, body) {
-  const headers = { "Content-Type": "application/json" };
-  if (keyField.value) headers.Authorization = `Bearer ${keyField.value}`;
-  const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+  const response = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body) });
   const data = await response.json();
   if (!response.ok) throw new Error(data.error ? data.error.message : response.statusText);
   return data;
@@ -55,6 +59,86 @@ $("search-form").addEventListener("submit", async (event) => {
   } catch (error) {
     $("search-status").textContent = "";
     results.append(element("p", "error", error.message));
+  }
+});
+
+// The answer with each [n] as a link to its source below; built from text nodes, never innerHTML.
+function withCitations(text, count) {
+  const nodes = [];
+  let last = 0;
+  for (const match of text.matchAll(/\[(\d+)\]/g)) {
+    const number = Number(match[1]);
+    if (number < 1 || number > count) continue;
+    nodes.push(document.createTextNode(text.slice(last, match.index)));
+    const link = element("a", "citation", match[0]);
+    link.href = `#source-${number}`;
+    nodes.push(link);
+    last = match.index + match[0].length;
+  }
+  nodes.push(document.createTextNode(text.slice(last)));
+  return nodes;
+}
+
+$("ask-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const answer = $("answer");
+  const sources = $("sources");
+  answer.className = "";
+  answer.textContent = "";
+  sources.replaceChildren();
+  $("ask-status").textContent = "retrieving and answering…";
+  const started = performance.now();
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: headers(),
+      body: JSON.stringify({
+        messages: [{ role: "user", content: $("question").value }],
+        stream: true,
+        dec2vec: { search: { k: Number($("ask-k").value) } },
+      }),
+    });
+    if (!response.ok) {
+      const data = await response.json();
+      throw new Error(data.error ? data.error.message : response.statusText);
+    }
+    // Server-sent events: "data: {json}" lines; the last chunk carries the sources under "dec2vec".
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let text = "";
+    let grounding = null;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      const events = buffer.split("\n\n");
+      buffer = events.pop();
+      for (const line of events) {
+        const payload = line.replace(/^data: /, "");
+        if (payload === "[DONE]") continue;
+        const chunk = JSON.parse(payload);
+        if (chunk.error) throw new Error(chunk.error.message);
+        text += chunk.choices[0].delta.content || "";
+        answer.textContent = text;
+        if (chunk.dec2vec) grounding = chunk.dec2vec;
+      }
+    }
+    const found = grounding ? grounding.sources : [];
+    answer.replaceChildren(...withCitations(text, found.length));
+    for (const source of found) {
+      const item = element("li", source.cited ? "cited" : "");
+      item.id = `source-${source.number}`;
+      item.dataset.id = source.id;
+      item.append(element("strong", "", source.title || source.id));
+      item.append(element("div", "snippet", source.text.length > 300 ? `${source.text.slice(0, 300)}…` : source.text));
+      item.append(element("div", "meta", `id ${source.id} · score ${source.score.toFixed(4)}${source.cited ? " · cited" : ""}`));
+      sources.append(item);
+    }
+    $("ask-status").textContent = `answered in ${Math.round(performance.now() - started)} ms from ${found.length} passages`;
+  } catch (error) {
+    $("ask-status").textContent = "";
+    answer.className = "error";
+    answer.textContent = error.message;
   }
 });
 
