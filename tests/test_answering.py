@@ -110,3 +110,17 @@ def test_generation_continues_from_the_given_states_instead_of_recomputing_them(
     ids = [t for s in segments for t in s]
     list(encoder.stream_ids(ids, past_key_values=states, max_new_tokens=5))
     assert states.get_seq_length() >= len(ids)  # generate appended to these very states
+
+
+def test_in_bfloat16_a_cache_hit_answers_as_the_miss_that_filled_it(make_tiny_checkpoint, tmp_path):
+    """A miss prefills segment by segment too, so hit and miss round alike; only no cache (one whole prefill)
+    may round differently in bfloat16."""
+    encoder = Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional", dtype="bfloat16")
+    with Index(str(tmp_path / "bf16.db"), encoder) as index:
+        index.add(DOCUMENTS)
+        answerer = Answerer(index, instruction="Answer from the passages.")
+        for question in ("Which city is the capital of France?", "stock prices fell", "a cat sleeps"):
+            miss = answerer.ask(question, k=3, max_new_tokens=12)
+            hit = answerer.ask(question, k=3, max_new_tokens=12)
+            assert hit.timings["reused_tokens"] > miss.timings["reused_tokens"]
+            assert hit.text == miss.text and hit.timings["new_tokens"] > 0

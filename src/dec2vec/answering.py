@@ -82,18 +82,21 @@ class AnswerStream:
 
 
 class Answerer:
-    """Answers questions from ``index`` with ``generator`` (default: the index's own encoder)."""
+    """Answers questions from ``index`` with ``generator`` (default: the index's own encoder); with no index,
+    ``stream``/``ask`` take the passages as ``hits``."""
 
     def __init__(
         self,
-        index: Index,
+        index: Index | None,
         generator: Any = None,
         *,
         cache: PrefixCache | None = None,
         instruction: str = INSTRUCTION,
     ) -> None:
         self.index = index
-        self.generator = generator if generator is not None else index.encoder
+        if index is None and generator is None:
+            raise ValueError("an Answerer needs an index, a generator, or both")
+        self.generator = generator if generator is not None else index.encoder  # type: ignore[union-attr]
         if not hasattr(self.generator, "stream_ids"):
             raise ValueError(
                 f"{self.generator.spec} cannot generate (a sentence-transformers model?): "
@@ -202,4 +205,6 @@ class Answerer:
         """The passages to ground ``question`` in: ``Index.search`` with ``k=4`` unless told otherwise."""
         if not question.strip():
             raise ValueError("the question is empty")
+        if self.index is None:
+            raise ValueError("this Answerer has no index: give the passages as hits")
         return self.index.search(question, **{"k": 4, **search})

@@ -4,9 +4,11 @@ A grounded prompt is a list of token segments (the fixed instruction, then one p
 the question). ``PrefixCache.prefill`` returns the causal key-value states of every segment but the last:
 it starts from the longest prefix it holds that ends at a segment boundary and computes only the rest,
 storing each new boundary. The states of a token depend only on the tokens before it, so states kept for
-the same prefix are the states generation would compute: greedy output is the same as without the cache
-(tested). A passage retrieved again at the same place after the same passages is a hit; placed anywhere
-else it is a miss, because its states would differ (see README: what is exact).
+the same prefix are the states generation would compute: in float32 greedy output is the same as without
+the cache (tested). In bfloat16 a prefill split at the boundaries rounds differently from one whole
+prefill, so an answer may differ from the uncached one in a late token; a hit and the miss that filled it
+always agree, since a miss prefills segment by segment too (tested). A passage retrieved again at the same
+place after the same passages is a hit; anywhere else it is a miss, because its states would differ.
 
 Hand-written because transformers caches states for one prompt at a time (``past_key_values``), not a
 bounded store of many prefixes; the states themselves stay transformers' ``DynamicCache``.
