@@ -111,6 +111,8 @@ def test_demo_compares_answers_and_searches(make_tiny_checkpoint, tmp_path):
     assert "raw backbone vs dec2vec-converted encoder" in result.stdout
     assert "cosine similarity" in result.stdout and "What is the capital of France?" in result.stdout
     assert result.stdout.count("hybrid search:") == 3 and "3000 added, 0 unchanged" in result.stdout
+    # the tiny model's 256-token context cannot hold three passages: said, not a crash
+    assert "ask (retrieve, then answer" in result.stdout and "model's context is 256" in result.stdout
     with Index(str(db)) as index:  # the demo's SQLite index holds every bundled sentence
         assert index.stats()["documents"] == 3000
     again = runner.invoke(app, args)  # a rerun finds its index complete: nothing is embedded twice

@@ -50,6 +50,7 @@ DEMO_QUERIES = [
     "a species of plant or animal found on islands",
     "who won the parliamentary election",
 ]
+DEMO_ASK = "When was the University of Udine founded, and why?"
 
 
 def _resolve_dtype(dtype: str | None) -> str:
@@ -740,6 +741,23 @@ def _demo_search(encoder: Encoder, db: Path) -> None:
         console.print(f"{report.added} added, {report.unchanged} unchanged")
         for query in DEMO_QUERIES:
             console.print(_hits_table(index.search(query, k=3), f"hybrid search: {query}"))
+        _demo_ask(index)
+
+
+def _demo_ask(index: Any) -> None:
+    """One answer grounded in the demo index by the same weights (GRIT), streamed, then its sources."""
+    from dec2vec.answering import Answerer
+
+    console.print(f"[bold]ask (retrieve, then answer from the passages): {DEMO_ASK}[/]")
+    try:
+        stream = Answerer(index).stream(DEMO_ASK, k=3, max_new_tokens=60)
+    except ValueError as err:  # a backbone with a short context (the tests' tiny models)
+        console.print(f"no grounded answer: {err}")
+        return
+    for piece in stream:
+        console.print(piece, end="")
+    console.print()
+    console.print(_sources_table(stream.answer))
 
 
 def main() -> None:
