@@ -238,6 +238,7 @@ def test_builtin_recipes_load():
         "retrieval",
         "smollm2-135m-embed",
         "distill-mpnet",
+        "smollm2-135m-embed-half",
     ):
         for stage in load_recipe(name).stages:
             data = load_stage_data(stage)  # every bundled file a stage names: there, well formed, right kind
