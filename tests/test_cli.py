@@ -155,6 +155,8 @@ def test_ask_answers_from_the_index_with_numbered_sources(make_tiny_checkpoint, 
         ([db, question, "--cache", "maybe"], "cache must be one of"),
         ([db, "--queries", str(tmp_path / "q.jsonl")], "add --json"),
         ([str(tmp_path / "missing.db"), question], "no such index"),
+        ([db, question, "--context-only", "--json"], "do not apply"),
+        ([db, question, "--context-only", "--cache", "off"], "do not apply"),
     ]:
         failed = runner.invoke(app, ["ask", *args])
         assert failed.exit_code != 0 and problem in failed.output, (args, failed.output)

@@ -34,6 +34,15 @@ DtypeOpt = Annotated[
     str | None,
     typer.Option(help=f"Weights dtype: {', '.join(DTYPES)} (default: bfloat16 where the hardware has it)."),
 ]
+# retrieval options shared by `search` and `ask`
+ModeOpt = Annotated[str, typer.Option(help="dense, lexical or hybrid (RRF).")]
+FilterOpt = Annotated[
+    list[str] | None, typer.Option("--filter", help="Repeatable: lang=en, tag=a,b (IN), year>=2000.")
+]
+RerankOpt = Annotated[str | None, typer.Option(help="maxsim (late interaction) or yes (generative).")]
+IndexModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Default: the encoder the index was built with.")
+]
 
 DEMO_SENTENCES = [
     "A man is playing a guitar.",
@@ -51,6 +60,7 @@ DEMO_QUERIES = [
     "who won the parliamentary election",
 ]
 DEMO_ASK = "When was the University of Udine founded, and why?"
+ASK_MAX_NEW_TOKENS = 128
 
 
 def _resolve_dtype(dtype: str | None) -> str:
@@ -457,11 +467,9 @@ def search(
     db: DbArg,
     query: Annotated[str | None, typer.Argument(help="The query (or use --queries).")] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="How many documents.")] = 10,
-    mode: Annotated[str, typer.Option(help="dense, lexical or hybrid (RRF).")] = "hybrid",
-    filter: Annotated[
-        list[str] | None, typer.Option("--filter", help="Repeatable: lang=en, tag=a,b (IN), year>=2000.")
-    ] = None,
-    rerank: Annotated[str | None, typer.Option(help="maxsim (late interaction) or yes (generative).")] = None,
+    mode: ModeOpt = "hybrid",
+    filter: FilterOpt = None,
+    rerank: RerankOpt = None,
     rerank_candidates: Annotated[int, typer.Option(min=1, help="How many top documents to rerank.")] = 20,
     rrf_k: Annotated[int, typer.Option(min=1, help="RRF constant k.")] = 60,
     dense_weight: Annotated[float, typer.Option(help="RRF weight of the dense ranking.")] = 1.0,
@@ -473,9 +481,7 @@ def search(
         Path | None, typer.Option(help="With --queries: where to write (default stdout).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print [{id, score, ranks, …}].")] = False,
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Default: the encoder the index was built with.")
-    ] = None,
+    model: IndexModelOpt = None,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
     dtype: DtypeOpt = None,
@@ -516,11 +522,9 @@ def ask(
     db: DbArg,
     question: Annotated[str | None, typer.Argument(help="The question (or use --queries).")] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="How many passages to ground the answer in.")] = 4,
-    mode: Annotated[str, typer.Option(help="dense, lexical or hybrid (RRF).")] = "hybrid",
-    filter: Annotated[
-        list[str] | None, typer.Option("--filter", help="Repeatable: lang=en, tag=a,b (IN), year>=2000.")
-    ] = None,
-    rerank: Annotated[str | None, typer.Option(help="maxsim (late interaction) or yes (generative).")] = None,
+    mode: ModeOpt = "hybrid",
+    filter: FilterOpt = None,
+    rerank: RerankOpt = None,
     queries: Annotated[
         Path | None, typer.Option(help='JSONL of {"_id", "text"}: answer each, one JSON line per query.')
     ] = None,
@@ -530,13 +534,13 @@ def ask(
     context_only: Annotated[
         bool, typer.Option("--context-only", help="Print the prompt the generator would get; no answer.")
     ] = False,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 128,
+    max_new_tokens: Annotated[
+        int, typer.Option(min=1, help="Longest answer, in tokens.")
+    ] = ASK_MAX_NEW_TOKENS,
     cache: Annotated[
         str, typer.Option(help="prefix: reuse the key-value states of prompt prefixes seen before; off.")
     ] = "prefix",
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Default: the encoder the index was built with.")
-    ] = None,
+    model: IndexModelOpt = None,
 ) -> None:
     """Answer from an index with the same model: retrieve passages, ground the prompt, cite the sources."""
     from dec2vec.answering import Answerer
@@ -547,6 +551,8 @@ def ask(
         raise _fail("give a QUESTION or --queries FILE (not both)")
     if queries is not None and not as_json and not context_only:
         raise _fail("--queries writes JSON lines: add --json")
+    if context_only and (as_json or cache != "prefix" or max_new_tokens != ASK_MAX_NEW_TOKENS):
+        raise _fail("--context-only generates nothing: --json, --cache and --max-new-tokens do not apply")
     try:
         pending = read_queries(queries) if queries else [(None, question)]
     except ValueError as err:
