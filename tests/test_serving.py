@@ -34,6 +34,18 @@ CHROMIUM_FLAGS = [
 ]
 
 
+def chromium():
+    """Headless Chromium from Debian's packages, driven by Selenium; closed on leaving the block."""
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
+    return contextlib.closing(webdriver.Chrome(options=options, service=service))
+
+
 @contextlib.contextmanager
 def running(app):
     """Serve ``app`` with uvicorn on a free loopback port in a thread, as ``dec2vec serve`` does (same
@@ -389,17 +401,11 @@ def test_host_header_check_and_cors_are_explicit(encoder):
 
 
 def test_web_page_searches_and_compares_in_headless_chromium(url):
-    from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as until
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
-    with contextlib.closing(webdriver.Chrome(options=options, service=service)) as browser:
+    with chromium() as browser:
         browser.get(url)
         wait = WebDriverWait(browser, 30)
         browser.find_element(By.ID, "query").send_keys(SENTENCES[12])
@@ -440,6 +446,7 @@ def test_openai_client_gets_a_grounded_answer_with_its_sources(encoder, grounded
         expected = Answerer(index).ask(question, k=2, max_new_tokens=6, cache="off")
     chat = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, extra_body=grounding)
     assert chat.choices[0].message.content == expected.text
+    assert chat.usage.prompt_tokens == expected.timings["prompt_tokens"]  # the grounded prompt
     sources = chat.model_extra["dec2vec"]["sources"]
     assert [s["id"] for s in sources] == [s.id for s in expected.sources] and len(sources) == 2
     assert [s["number"] for s in sources] == [1, 2] and all(s["text"] for s in sources)
@@ -483,7 +490,6 @@ def test_grounding_needs_an_index(encoder):
 
 
 def test_web_page_ask_tab_streams_a_grounded_answer_and_links_citations(encoder, grounded_url):
-    from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as until
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -495,12 +501,7 @@ def test_web_page_ask_tab_streams_a_grounded_answer_and_links_citations(encoder,
         prompt = sum(len(s) for s in answerer.segments(question, answerer.retrieve(question, k=2)))
         left = encoder.context_length - prompt  # the server's budget when the request sets no max_tokens
         expected = answerer.ask(question, k=2, max_new_tokens=left, cache="off")
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
-    with contextlib.closing(webdriver.Chrome(options=options, service=service)) as browser:
+    with chromium() as browser:
         browser.get(url)
         wait = WebDriverWait(browser, 60)
         browser.find_element(By.ID, "tab-ask").click()

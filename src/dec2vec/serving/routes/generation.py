@@ -117,7 +117,6 @@ async def respond(
     sampling = {"temperature": body.temperature, "top_p": body.top_p}
     if answerer is not None:
         answer_stream = answerer.stream(question, hits=hits, max_new_tokens=budget, **sampling)
-        prompt_text = answerer.generator.tokenizer.decode([t for s in segments for t in s])
 
         def start() -> Iterator[str]:
             return iter(answer_stream)
@@ -140,7 +139,10 @@ async def respond(
     }
 
     def counted(text: str) -> dict[str, int]:
-        prompt_tokens, completion_tokens = encoder.count_tokens([prompt_text, text])
+        if answerer is not None:  # the grounded prompt was built as token ids: its length is known
+            prompt_tokens, (completion_tokens,) = length, encoder.count_tokens([text])
+        else:
+            prompt_tokens, completion_tokens = encoder.count_tokens([prompt_text, text])
         state.metrics.tokens.labels("prompt").inc(prompt_tokens)
         state.metrics.tokens.labels("completion").inc(completion_tokens)
         return usage(prompt_tokens, completion_tokens)
