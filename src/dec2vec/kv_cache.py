@@ -74,10 +74,10 @@ class PrefixCache:
         start, states = 0, None
         with self._lock:
             for end in reversed(boundaries):
-                entry = self.entries.get(_key(ids[:end]))
-                if entry is not None:
-                    self.entries.move_to_end(_key(ids[:end]))
-                    start, states = end, copy.deepcopy(entry[0])
+                key = _key(ids[:end])
+                if key in self.entries:
+                    self.entries.move_to_end(key)
+                    start, states = end, copy.deepcopy(self.entries[key][0])
                     break
             self.stats.hits += start > 0
             self.stats.misses += start == 0
@@ -98,9 +98,10 @@ class PrefixCache:
         size = _nbytes(states)
         if size > self.max_bytes:
             return
+        key = _key(ids)
         with self._lock:
-            self.entries[_key(ids)] = (copy.deepcopy(states), size)
-            self.entries.move_to_end(_key(ids))
+            self.entries[key] = (copy.deepcopy(states), size)
+            self.entries.move_to_end(key)
             while self.bytes > self.max_bytes:
                 self.entries.popitem(last=False)
                 self.stats.evictions += 1
