@@ -160,3 +160,75 @@ def test_ask_answers_from_the_index_with_numbered_sources(make_tiny_checkpoint, 
     ]:
         failed = runner.invoke(app, ["ask", *args])
         assert failed.exit_code != 0 and problem in failed.output, (args, failed.output)
+
+
+def test_classify_trains_a_head_and_predicts_json_lines_in_input_order(tmp_path):
+    from intents import split
+
+    train, test = split(5)
+    (tmp_path / "train.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in train))
+    (tmp_path / "test.jsonl").write_text(
+        "".join(json.dumps({"text": t, "label": lb}) + "\n" for t, lb in test)
+    )
+    head = str(tmp_path / "h")
+    trained = runner.invoke(app, ["classify", "train", str(tmp_path / "train.tsv"), "--out", head,
+                                  "-m", "minilm", "--dtype", "float32"])  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    assert "3 labels on 15 texts" in trained.output
+    predicted = runner.invoke(app, ["classify", "predict", str(tmp_path / "h"), str(tmp_path / "test.jsonl"),
+                                    "--json"])  # fmt: skip
+    assert predicted.exit_code == 0, predicted.output
+    lines = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert [row["text"] for row in lines] == [t for t, _ in test]
+    assert sum(row["label"] == label for row, (_, label) in zip(lines, test, strict=True)) >= len(test) - 1
+    assert all(0 < row["probability"] <= 1 for row in lines)
+    shown = runner.invoke(app, ["classify", "predict", str(tmp_path / "h"), str(tmp_path / "test.jsonl")])
+    assert shown.exit_code == 0 and "accuracy against the file's labels" in shown.output
+    # bad files name the file and line
+    (tmp_path / "bad.tsv").write_text("text\tlabel\nok\tcard\nno label here\n")
+    (tmp_path / "nolabel.tsv").write_text("sentence\tlabel\nok\tcard\n")
+    for args, problem in [
+        (
+            ["train", str(tmp_path / "bad.tsv"), "--out", str(tmp_path / "x")],
+            "bad.tsv:3: expected 2 tab-separated",
+        ),
+        (
+            ["train", str(tmp_path / "nolabel.tsv"), "--out", str(tmp_path / "x")],
+            "nolabel.tsv:1: expected a header",
+        ),
+        (["predict", str(tmp_path), str(tmp_path / "test.jsonl")], "not a classifier"),
+    ]:
+        result = runner.invoke(app, ["classify", *args])
+        assert result.exit_code == 2 and problem in result.output, result.output
+    assert not (tmp_path / "x").exists()  # a bad file is refused before anything is loaded or written
+
+
+def test_cluster_and_dedup_write_their_files(tmp_path):
+    from intents import INTENTS
+
+    texts = [t for group in INTENTS.values() for t in group]
+    (tmp_path / "t.txt").write_text("\n".join([*texts, texts[0].upper()]) + "\n")
+    result = runner.invoke(app, ["cluster", str(tmp_path / "t.txt"), "--out", str(tmp_path / "c"), "-k", "3",
+                                 "-m", "minilm"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assignments = [
+        json.loads(line) for line in (tmp_path / "c" / "assignments.jsonl").read_text().splitlines()
+    ]
+    clusters = [json.loads(line) for line in (tmp_path / "c" / "clusters.jsonl").read_text().splitlines()]
+    assert [a["index"] for a in assignments] == list(range(len(texts) + 1))
+    assert assignments[0]["cluster"] == assignments[-1]["cluster"]  # a copy lands with its original
+    assert sorted(c["cluster"] for c in clusters) == [0, 1, 2] and sum(c["size"] for c in clusters) == 25
+    assert {a["label"] for a in assignments} == {c["label"] for c in clusters}
+    assert (tmp_path / "c" / "map.png").stat().st_size > 10_000
+    bad = runner.invoke(app, ["cluster", str(tmp_path / "t.txt"), "--out", str(tmp_path / "c"), "-k", "3",
+                              "--k-max", "5"])  # fmt: skip
+    assert bad.exit_code == 2 and "--k-max applies only" in bad.output
+    result = runner.invoke(app, ["dedup", str(tmp_path / "t.txt"), "--out", str(tmp_path / "d"),
+                                 "--threshold", "1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    kept = [json.loads(line) for line in (tmp_path / "d" / "kept.jsonl").read_text().splitlines()]
+    groups = [json.loads(line) for line in (tmp_path / "d" / "groups.jsonl").read_text().splitlines()]
+    assert len(kept) == len(texts) and groups == [
+        {"kept": 0, "duplicates": [len(texts)], "exact": [len(texts)]}
+    ]
+    assert "1 exact" in result.output

@@ -766,6 +766,191 @@ def _demo_ask(index: Any) -> None:
     console.print(_sources_table(stream.answer))
 
 
+# ---- embeddings at work: classify, cluster, dedup ---------------------------------------------------
+
+SpecOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model spec: shipped encoder, backbone, saved encoder, minilm, mpnet, ST folder.",
+    ),
+]
+classify_app = typer.Typer(help="Train and apply a text classifier: a linear head over an encoder.")
+app.add_typer(classify_app, name="classify")
+
+
+def _load_spec(spec: str, dtype: str | None) -> Any:
+    """A model spec with vectors (any dec2vec encoder or sentence-transformers baseline), dtype as chosen."""
+    from dec2vec.models import load_model
+
+    try:
+        model = load_model(spec, dtype=_resolve_dtype(dtype))
+    except (BackboneNotFoundError, ValueError) as err:
+        raise _fail(str(err)) from err
+    if not hasattr(model, "encode"):
+        raise _fail(f"{spec} has no vectors (lexical only); give an encoder")
+    return model
+
+
+def _read_records(path: Path, required: list[str], optional: tuple[str, ...] = ()) -> list[dict]:
+    from dec2vec.files import DataFormatError, read_table
+
+    try:
+        return read_table(path, required, optional)
+    except DataFormatError as err:
+        raise _fail(str(err)) from err
+
+
+@classify_app.command("train")
+def classify_train(
+    data: Annotated[
+        Path, typer.Argument(help="TSV with a text<TAB>label header row, or JSONL {text, label}.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the head to.")],
+    model: SpecOpt = DEFAULT_MODEL,
+    dtype: DtypeOpt = None,
+    c: Annotated[float, typer.Option("-c", min=1e-6, help="Inverse L2 strength of the head.")] = 1.0,
+) -> None:
+    """Fit a logistic-regression head on the encoder's vectors of labelled texts."""
+    from collections import Counter
+
+    from dec2vec.classifier import Classifier
+
+    rows = _read_records(data, ["text", "label"])
+    encoder = _load_spec(model, dtype)
+    try:
+        classifier = Classifier.train(
+            encoder, [r["text"] for r in rows], [r["label"] for r in rows], c=c, show_progress=True
+        )
+    except ValueError as err:
+        raise _fail(f"{data}: {err}") from err
+    classifier.save(out, trained_on=str(data.resolve()), examples=len(rows), c=c)
+    counts = Counter(r["label"] for r in rows)
+    console.print(
+        f"trained a head for {len(counts)} labels on {len(rows)} texts "
+        f"(fewest: {min(counts.values())}, most: {max(counts.values())}) with {encoder.spec}; saved to {out}"
+    )
+
+
+@classify_app.command("predict")
+def classify_predict(
+    head: Annotated[Path, typer.Argument(help="A folder written by `classify train`.")],
+    data: Annotated[Path, typer.Argument(help="TSV with a text column, JSONL {text}, or .txt lines.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One {text, label, probability} line per input, in order.")
+    ] = False,
+) -> None:
+    """Label texts with a trained head; a label column in DATA is only used to print accuracy."""
+    from dec2vec.classifier import Classifier, HeadMismatchError
+
+    rows = _read_records(data, ["text"], ("label",))
+    try:
+        classifier = Classifier.load(head)
+    except (FileNotFoundError, HeadMismatchError, ValueError) as err:
+        raise _fail(str(err)) from err
+    predictions = classifier.predict([r["text"] for r in rows], show_progress=len(rows) > 100)
+    if as_json:
+        for row, p in zip(rows, predictions, strict=True):
+            typer.echo(json.dumps({"text": row["text"], "label": p.label, "probability": p.probability}))
+        return
+    table = Table("text", "label", "probability", title=f"{len(rows)} texts, head {head}")
+    for row, p in list(zip(rows, predictions, strict=True))[:50]:
+        table.add_row(row["text"][:80], p.label, f"{p.probability:.3f}")
+    console.print(table)
+    if all("label" in r for r in rows):
+        right = sum(r["label"] == p.label for r, p in zip(rows, predictions, strict=True))
+        console.print(f"accuracy against the file's labels: {right / len(rows):.4f} ({right}/{len(rows)})")
+
+
+@app.command()
+def cluster(
+    file: Annotated[Path, typer.Argument(help=".txt (one text per line), TSV with a text column, or JSONL.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for assignments, clusters and map.png.")],
+    k: Annotated[int | None, typer.Option("-k", min=1, help="Clusters (default: best silhouette).")] = None,
+    k_max: Annotated[int, typer.Option(min=2, help="Without -k: the most clusters tried.")] = 20,
+    labels: Annotated[
+        str, typer.Option(help="auto (written by the model if it can), generate, keywords.")
+    ] = ("auto"),
+    model: SpecOpt = DEFAULT_MODEL,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Group texts by meaning and name each group (written by the same model, or keywords)."""
+    from dec2vec.clustering import cluster_texts, save_map
+
+    if k is not None and k_max != 20:
+        raise _fail("--k-max applies only when -k is not given")
+    rows = _read_records(file, ["text"])
+    encoder = _load_spec(model, dtype)
+    texts = [r["text"] for r in rows]
+    try:
+        result = cluster_texts(encoder, texts, k, k_max=k_max, labels=labels, show_progress=True)
+    except ValueError as err:
+        raise _fail(str(err)) from err
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "assignments.jsonl").open("w", encoding="utf-8") as f:
+        for index, c in enumerate(result.assignments):
+            f.write(json.dumps({"index": index, "cluster": int(c), "label": result.clusters[c].label}) + "\n")
+    with (out / "clusters.jsonl").open("w", encoding="utf-8") as f:
+        for c in result.clusters:
+            row = {
+                "cluster": c.id,
+                "label": c.label,
+                "size": c.size,
+                "keywords": c.keywords,
+                "examples": c.examples,
+            }
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    save_map(
+        result, out / "map.png", title=f"{file.name}: {len(texts)} texts, {len(result.clusters)} clusters"
+    )
+    chosen = f" (k by silhouette: {max(result.silhouette.values()):.3f})" if result.silhouette else ""
+    table = Table("cluster", "size", "label", "example", title=f"{len(result.clusters)} clusters{chosen}")
+    for c in result.clusters:
+        table.add_row(str(c.id), str(c.size), c.label, c.examples[0][:70])
+    console.print(table)
+    console.print(f"wrote assignments.jsonl, clusters.jsonl and map.png to {out}")
+
+
+@app.command()
+def dedup(
+    file: Annotated[Path, typer.Argument(help=".txt (one text per line), TSV with a text column, or JSONL.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for kept.jsonl and groups.jsonl.")],
+    threshold: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Cosine at or above which texts are duplicates (1: exact)."),
+    ] = 0.95,
+    model: SpecOpt = DEFAULT_MODEL,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Find exact and near-duplicate texts; keep the first of each group."""
+    from dec2vec.dedup import find_duplicates
+
+    rows = _read_records(file, ["text"])
+    texts = [r["text"] for r in rows]
+    encoder = _load_spec(model, dtype) if threshold < 1.0 else None
+    try:
+        result = find_duplicates(encoder, texts, threshold, show_progress=True)
+    except ValueError as err:
+        raise _fail(str(err)) from err
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "kept.jsonl").open("w", encoding="utf-8") as f:
+        for index in result.kept:
+            f.write(json.dumps({"index": index, "text": texts[index]}, ensure_ascii=False) + "\n")
+    with (out / "groups.jsonl").open("w", encoding="utf-8") as f:
+        for group in result.groups:
+            f.write(
+                json.dumps({"kept": group.kept, "duplicates": group.duplicates, "exact": group.exact}) + "\n"
+            )
+    removed = len(texts) - len(result.kept)
+    exact = sum(len(g.exact) for g in result.groups)
+    console.print(
+        f"{len(texts)} texts: kept {len(result.kept)}, removed {removed} "
+        f"({exact} exact, {removed - exact} near at cosine ≥ {threshold}) in {len(result.groups)} groups; "
+        f"wrote kept.jsonl and groups.jsonl to {out}"
+    )
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -67,3 +67,46 @@ def sha256_file(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_table(path: Path, required: list[str], optional: tuple[str, ...] = ()) -> list[dict]:
+    """Records with string fields ``required`` (and ``optional`` where present) from a headed, unquoted
+    TSV (other columns allowed), JSONL, or — when only ``text`` is required — a text file, one per line.
+
+    Every record also carries ``line``, its line number, for errors raised further on.
+    """
+    if path.suffix == ".jsonl":
+        rows = read_jsonl(path, dict.fromkeys(required, str))
+        numbers = [number for number, _ in read_lines(path)]
+        return [
+            {"line": n, **{k: row[k] for k in (*required, *optional) if isinstance(row.get(k), str)}}
+            for n, row in zip(numbers, rows, strict=True)
+        ]
+    if path.suffix == ".tsv":
+        lines = all_lines(path)
+        _, header_line = next(lines, (1, ""))
+        header = header_line.split("\t")
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise DataFormatError(
+                f"{path}:1: expected a header row with the columns {', '.join(required)} "
+                f"(tab-separated), got {header_line[:80]!r}"
+            )
+        keep = [name for name in (*required, *optional) if name in header]
+        rows = []
+        for number, line in lines:
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) != len(header):
+                raise DataFormatError(
+                    f"{path}:{number}: expected {len(header)} tab-separated fields, got {len(fields)}"
+                )
+            rows.append({"line": number, **{name: fields[header.index(name)] for name in keep}})
+    elif required == ["text"]:
+        rows = [{"line": number, "text": line} for number, line in read_lines(path)]
+    else:
+        raise DataFormatError(f"{path}: expected a .tsv or .jsonl file with {', '.join(required)}")
+    if not rows:
+        raise DataFormatError(f"{path}: no records")
+    return rows
