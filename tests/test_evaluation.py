@@ -172,7 +172,7 @@ def test_cache_hits_on_rerun_and_misses_when_weights_change(make_tiny_checkpoint
     encoder = Encoder.load(make_tiny_checkpoint("qwen2"))
     texts = ["a cat", "the stock market"]
     first = CachedEncoder(encoder, tmp_path / "cache")
-    vectors = first.encode(texts)
+    vectors = first.encode(texts, show_progress=False, batch_size=1)  # the caller's options reach the model
     again = CachedEncoder(encoder, tmp_path / "cache")
     np.testing.assert_array_equal(again.encode(texts), vectors)
     assert (first.misses, again.hits, again.misses) == (1, 1, 0)

@@ -45,15 +45,15 @@ class CachedEncoder:
         return arrays
 
     def encode(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        compute = lambda: {"vectors": self.model.encode(texts, show_progress=True, **kwargs)}  # noqa: E731
+        compute = lambda: {"vectors": self.model.encode(texts, **{"show_progress": True, **kwargs})}  # noqa: E731
         return self._cached("encode", texts, compute)["vectors"]
 
     def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        compute = lambda: {"vectors": self.model.encode_queries(texts, show_progress=True, **kwargs)}  # noqa: E731
+        compute = lambda: {"vectors": self.model.encode_queries(texts, **{"show_progress": True, **kwargs})}  # noqa: E731
         return self._cached("query", texts, compute)["vectors"]
 
     def encode_documents(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        compute = lambda: {"vectors": self.model.encode_documents(texts, show_progress=True, **kwargs)}  # noqa: E731
+        compute = lambda: {"vectors": self.model.encode_documents(texts, **{"show_progress": True, **kwargs})}  # noqa: E731
         return self._cached("document", texts, compute)["vectors"]
 
     def token_embeddings(self, texts: Sequence[str], **kwargs) -> TokenStates:
