@@ -113,8 +113,8 @@ def test_generation_continues_from_the_given_states_instead_of_recomputing_them(
 
 
 def test_in_bfloat16_a_cache_hit_answers_as_the_miss_that_filled_it(make_tiny_checkpoint, tmp_path):
-    """A miss prefills segment by segment too, so hit and miss round alike; only no cache (one whole prefill)
-    may round differently in bfloat16."""
+    """The same prompt again starts from the states the miss computed and stored; only a prefill split
+    differently (no cache, or a partial hit) may round differently in bfloat16."""
     encoder = Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional", dtype="bfloat16")
     with Index(str(tmp_path / "bf16.db"), encoder) as index:
         index.add(DOCUMENTS)
@@ -124,3 +124,16 @@ def test_in_bfloat16_a_cache_hit_answers_as_the_miss_that_filled_it(make_tiny_ch
             hit = answerer.ask(question, k=3, max_new_tokens=12)
             assert hit.timings["reused_tokens"] > miss.timings["reused_tokens"]
             assert hit.text == miss.text and hit.timings["new_tokens"] > 0
+
+
+def test_a_cached_prefix_too_short_to_pay_for_itself_is_not_used(answerer):
+    model = answerer.generator.model
+    segments = answerer.segments("capital of France", answerer.index.search("capital of France", k=2))
+    prefix = sum(len(s) for s in segments[:-1])
+    share = prefix / (prefix + len(segments[-1]))
+    for min_reuse, reused in ((0.0, prefix), (share, prefix), (share + 0.01, 0)):
+        cache = PrefixCache(min_reuse=min_reuse)
+        cache.prefill(model, segments)
+        assert cache.prefill(model, segments)[1] == reused
+    with pytest.raises(ValueError, match="share of the prompt"):
+        PrefixCache(min_reuse=1.5)
