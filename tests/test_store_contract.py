@@ -70,6 +70,20 @@ def test_records_its_encoder_counts_and_hashes(store):
     store.check()
 
 
+def test_facets_count_documents_per_text_or_boolean_value(store):
+    assert store.facets() == {}
+    fill(store)
+    with store.transaction():  # a document with two chunks counts once; numbers are not facets
+        store.put(Document("e", "two chunks", "E", {"lang": "de", "open": True}), "h4", ["x", "y"],
+                  np.stack([unit(4), unit(5)]))  # fmt: skip
+    assert store.facets() == {
+        "lang": {"en": 3, "fr": 1, "de": 1},
+        "tag": {"x": 2, "y": 1, "z": 1},
+        "year": {"2020": 1},  # d's year is text
+        "open": {True: 1},
+    }
+
+
 def test_dense_is_cosine_nearest_first_and_filters_run_inside(store):
     fill(store)
     hits = store.dense(unit(1), 4, [])

@@ -480,7 +480,20 @@ def search(
     output: Annotated[
         Path | None, typer.Option(help="With --queries: where to write (default stdout).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print [{id, score, ranks, …}].")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print [{id, score, ranks, …}] ({filters, results} with --auto-filter)."),
+    ] = False,
+    auto_filter: Annotated[
+        bool,
+        typer.Option(
+            "--auto-filter",
+            help="The model reads hard filters out of the query (this index's metadata values).",
+        ),
+    ] = False,
+    explain: Annotated[
+        bool, typer.Option(help="With --auto-filter: each field's options and their log-probabilities.")
+    ] = False,
     model: IndexModelOpt = None,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
@@ -491,6 +504,8 @@ def search(
 
     if (query is None) == (queries is None):
         raise _fail("give a QUERY or --queries FILE (not both)")
+    if explain and not auto_filter:
+        raise _fail("--explain applies with --auto-filter only")
     try:
         pending = read_queries(queries) if queries else [(None, query)]
     except ValueError as err:
@@ -504,14 +519,23 @@ def search(
         output.open("w", encoding="utf-8") if output else nullcontext() as sink,
     ):
         try:
-            for query_id, hits in index.search_many(pending, **options):
+            for query_id, reading, hits in index.search_many(pending, auto_filter=auto_filter, **options):
+                results = [h.to_json() for h in hits]
+                read = {"filters": reading.filters} if reading is not None else {}
+                if reading is not None and explain:
+                    read["scores"] = reading.scores  # per field: each option's log-probability
                 if queries is not None:  # one JSON line per query
-                    results = [h.to_json() for h in hits]
-                    line = json.dumps({"query_id": query_id, "results": results}, ensure_ascii=False)
+                    line = json.dumps({"query_id": query_id, **read, "results": results}, ensure_ascii=False)
                     sink.write(line + "\n") if sink else typer.echo(line)
                 elif as_json:
-                    typer.echo(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))
+                    typer.echo(json.dumps({**read, "results": results} if read else results, indent=2,
+                                          ensure_ascii=False))  # fmt: skip
                 else:
+                    if reading is not None:
+                        found = ", ".join(f"{k}={v}" for k, v in reading.filters.items()) or "none"
+                        console.print(f"auto-filter: {found}")
+                        for line in reading.explain() if explain else []:
+                            console.print(f"  {line}", markup=False)
                     console.print(_hits_table(hits, f"{mode} search: {query}"))
         except ValueError as err:
             raise _fail(str(err)) from err

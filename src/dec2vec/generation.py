@@ -173,3 +173,29 @@ class Generation:
                 rows = logits[torch.arange(len(chunk)), last].float()
                 out.append(torch.softmax(rows, dim=-1).cpu())
         return torch.cat(out)
+
+    def choice_logprobs(
+        self, prompt: str | Messages, options: Sequence[str], *, chat: bool = False, batch_size: int = 8
+    ) -> list[float]:
+        """The log-probability of each option as the whole continuation of ``prompt`` (the sum over its
+        tokens): a constrained choice, read from the causal model instead of parsing free text."""
+        head = self._prompt_ids(prompt, chat)
+        tails = [self.tokenizer(option, add_special_tokens=False)["input_ids"] for option in options]
+        if not tails or not all(tails):
+            raise ValueError("choice_logprobs needs at least one option, and no empty one")
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(tails), batch_size):
+                chunk = tails[start : start + batch_size]
+                rows = [head + tail for tail in chunk]
+                batch = self._collate(rows, [0] * len(rows))
+                logits = lm_logits(self.model, batch["input_ids"], batch["attention_mask"], causal=True)
+                first = batch["attention_mask"].argmax(1)  # each row's first real token (left padding)
+                for i, tail in enumerate(chunk):
+                    # logits at position p predict token p + 1: the tail's tokens from the head's last on
+                    at = first[i] + len(head) - 1 + torch.arange(len(tail), device=logits.device)
+                    scores = torch.log_softmax(logits[i, at].float(), dim=-1)
+                    picked = scores[torch.arange(len(tail)), torch.tensor(tail, device=scores.device)]
+                    out.append(float(picked.sum()))
+        return out
+

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dec2vec.models import TextEncoder, load_model
+from dec2vec.search.auto_filter import Reading, read_filters
 from dec2vec.search.backends import open_store
 from dec2vec.search.chunking import chunk_text
 from dec2vec.search.documents import Document
@@ -316,13 +317,38 @@ class Index:
             for doc, score in fused[:k]
         ]
 
+    def search_auto(
+        self,
+        query: str,
+        *,
+        filters: Mapping[str, Any] | Sequence[Filter | str] | None = None,
+        margin: float = 0.0,
+        **options: Any,
+    ) -> tuple[Reading, list[Hit]]:
+        """``search`` with the hard filters the index's encoder reads out of ``query`` (``auto_filter``)
+        added to ``filters``; fields the caller filters on are the caller's and are not asked about."""
+        given = normalize(filters)
+        asked = {f: v for f, v in self.store.facets().items() if f not in {g.field for g in given}}
+        reading = read_filters(self.encoder, query, asked, margin=margin)
+        applied = given + [Filter(name, "=", value) for name, value in reading.filters.items()]
+        return reading, self.search(query, filters=applied, **options)
+
     def search_many(
-        self, queries: Sequence[tuple[Any, str]], *, show_progress: bool | None = None, **options: Any
-    ) -> Iterator[tuple[Any, list[Hit]]]:
-        """(query id, hits) for each ``(id, text)`` in turn, with ``search``'s options; progress when many."""
+        self,
+        queries: Sequence[tuple[Any, str]],
+        *,
+        auto_filter: bool = False,
+        show_progress: bool | None = None,
+        **options: Any,
+    ) -> Iterator[tuple[Any, Reading | None, list[Hit]]]:
+        """(query id, what auto-filtering read or None, hits) for each ``(id, text)`` in turn, with
+        ``search``'s options (``search_auto``'s with ``auto_filter``); progress when many."""
         bar = tqdm(queries, desc="queries", disable=show_progress is False or len(queries) < 2)
         for query_id, text in bar:
-            yield query_id, self.search(text, **options)
+            if auto_filter:
+                yield query_id, *self.search_auto(text, **options)
+            else:
+                yield query_id, None, self.search(text, **options)
 
     def stats(self) -> dict[str, Any]:
         """Counts and settings, for ``dec2vec index stats``."""

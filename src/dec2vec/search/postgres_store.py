@@ -176,6 +176,18 @@ class PostgresStore:
             "bytes": self.db.execute("SELECT pg_total_relation_size('dec2vec_chunks')").fetchone()[0],
         }
 
+    def facets(self) -> dict[str, dict[str | bool, int]]:
+        if self.info() is None:
+            return {}
+        rows = self.db.execute(
+            """SELECT j.key, j.value, count(*) FROM dec2vec_documents, jsonb_each(metadata) AS j
+               WHERE jsonb_typeof(j.value) IN ('string', 'boolean') GROUP BY j.key, j.value"""
+        )
+        out: dict[str, dict[str | bool, int]] = {}
+        for key, value, count in rows:  # psycopg decodes jsonb: a str or a bool
+            out.setdefault(key, {})[value] = count
+        return out
+
     def check(self) -> None:
         orphans = self.db.execute(
             """SELECT count(*) FROM dec2vec_documents d

@@ -282,6 +282,18 @@ class SqliteStore:
             "bytes": Path(self.path).stat().st_size if Path(self.path).exists() else 0,
         }
 
+    def facets(self) -> dict[str, dict[str | bool, int]]:
+        if self.info() is None:
+            return {}
+        rows = self.db.execute(
+            """SELECT j.key, j.type, j.value, count(*) FROM documents, json_each(documents.metadata) AS j
+               WHERE j.type IN ('text', 'true', 'false') GROUP BY j.key, j.type, j.value"""
+        )
+        out: dict[str, dict[str | bool, int]] = {}
+        for key, kind, value, count in rows:
+            out.setdefault(key, {})[value if kind == "text" else kind == "true"] = count
+        return out
+
     def check(self) -> None:
         counts = {t: self._count(t) for t in ("chunks", "chunks_fts", "chunks_vec")}
         if len(set(counts.values())) != 1:

@@ -70,6 +70,9 @@ class Store(Protocol):
     def counts(self) -> dict[str, int]:
         """How many documents and chunks, and the bytes they take."""
 
+    def facets(self) -> dict[str, dict[str | bool, int]]:
+        """Top-level metadata fields with string or boolean values: value -> number of documents."""
+
     def check(self) -> None:
         """Raise if documents, chunks, full-text rows and vectors are out of step."""
 

@@ -122,6 +122,7 @@ class SearchRequest(Body):
     rerank_candidates: int = Field(default=20, ge=1, le=200)
     rrf_k: int = Field(default=60, ge=1, le=100_000)
     weights: dict[Literal["dense", "lexical"], Weight] | None = None
+    auto_filter: bool = False  # the model reads hard filters out of the query; the response says which
 
 
 class DocumentIn(Body):

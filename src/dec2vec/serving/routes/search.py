@@ -17,12 +17,16 @@ router = APIRouter()
 @router.post("/v1/search", dependencies=[Depends(require_key)])
 async def search(body: SearchRequest, state: State) -> dict[str, Any]:
     index = state.the_index()
-    options = body.model_dump(exclude={"query"})
+    options = body.model_dump(exclude={"query", "auto_filter"})
     try:
-        hits = await state.on_model_thread(lambda: index.search(body.query, **options))
+        if body.auto_filter:
+            reading, hits = await state.on_model_thread(lambda: index.search_auto(body.query, **options))
+        else:
+            reading, hits = None, await state.on_model_thread(lambda: index.search(body.query, **options))
     except ValueError as err:  # e.g. a filter that cannot mean anything
         raise APIError(400, str(err), "filters") from err
-    return {"object": "list", "data": [h.to_json() for h in hits]}
+    read = {"auto_filter": reading.to_json()} if reading is not None else {}
+    return {"object": "list", "data": [h.to_json() for h in hits], **read}
 
 
 @router.post("/v1/documents", dependencies=[Depends(require_admin_key)])

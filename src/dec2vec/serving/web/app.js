@@ -43,10 +43,15 @@ $("search-form").addEventListener("submit", async (event) => {
   results.replaceChildren();
   try {
     const started = performance.now();
-    const { data } = await call("/v1/search", {
+    const { data, auto_filter } = await call("/v1/search", {
       query: $("query").value, mode: $("mode").value, k: 10, filters: filters.length ? filters : null,
+      auto_filter: $("auto-filter").checked,
     });
-    $("search-status").textContent = `${data.length} results in ${Math.round(performance.now() - started)} ms`;
+    const read = auto_filter
+      ? ` · auto-filter: ${Object.entries(auto_filter.filters).map(([k, v]) => `${k}=${v}`).join(", ") || "none"}`
+      : "";
+    $("search-status").textContent =
+      `${data.length} results in ${Math.round(performance.now() - started)} ms${read}`;
     for (const hit of data) {
       const item = element("div", "hit");
       item.dataset.id = hit.id;
