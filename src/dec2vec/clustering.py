@@ -11,7 +11,6 @@ write); a model that cannot generate gets keywords instead — the terms that se
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,16 @@ from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import silhouette_score
 
+# A plain few-shot completion, not a chat turn: asked in chat, SmolLM2-135M answers the texts instead of
+# naming them ("The largest city in the U.S. is Los Angeles"); shown two named groups it writes "weather
+# forecast".
 LABEL_PROMPT = (
-    "Here are texts from one group:\n{examples}\n\n"
-    "Write a short title (two to five words) that names what these texts have in common. "
-    "Reply with the title only."
+    "Name the topic of each group of texts in two to four words.\n\n"
+    "Group:\n- How do I reset my password?\n- I forgot my login details\n- Can't sign in to my account\n"
+    "Topic: account login problems\n\n"
+    "Group:\n- Who painted the Mona Lisa?\n- When did Picasso die?\n- What style did Monet paint in?\n"
+    "Topic: painters and art history\n\n"
+    "Group:\n{examples}\nTopic:"
 )
 SILHOUETTE_SAMPLE = 5000  # silhouette is quadratic; scored on a fixed random sample beyond this
 
@@ -79,14 +84,11 @@ def keywords(texts: Sequence[str], assignments: np.ndarray, n_clusters: int, top
     return [[terms[i] for i in row.argsort()[::-1][:top] if row[i] > 0] for row in weights]
 
 
-def write_label(generator: Any, examples: Sequence[str], max_new_tokens: int = 16) -> str:
-    """A short title for ``examples`` from the generator (greedy), first line, quotes and period removed."""
-    listed = "\n".join(f"- {text[:300]}" for text in examples)
-    answer = generator.generate(
-        [{"role": "user", "content": LABEL_PROMPT.format(examples=listed)}], max_new_tokens=max_new_tokens
-    )
+def write_label(generator: Any, examples: Sequence[str], max_new_tokens: int = 12) -> str:
+    """A short title for ``examples`` from the generator (greedy, few-shot), its first line."""
+    listed = "\n".join(f"- {' '.join(text.split())[:200]}" for text in examples)
+    answer = generator.generate(LABEL_PROMPT.format(examples=listed), max_new_tokens=max_new_tokens)
     line = next((part for part in answer.splitlines() if part.strip()), "")
-    line = re.sub(r"^(title|group)\s*:\s*", "", line.strip(), flags=re.IGNORECASE)
     return line.strip(" \"'*.")
 
 
