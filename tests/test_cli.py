@@ -232,3 +232,6 @@ def test_cluster_and_dedup_write_their_files(tmp_path):
         {"kept": 0, "duplicates": [len(texts)], "exact": [len(texts)]}
     ]
     assert "1 exact" in result.output
+    exact_only = ["dedup", str(tmp_path / "t.txt"), "--out", str(tmp_path / "d"), "--threshold", "1"]
+    bad = runner.invoke(app, [*exact_only, "-m", "minilm"])
+    assert bad.exit_code == 2 and "do not apply" in bad.output

@@ -950,6 +950,10 @@ def dedup(
     """Find exact and near-duplicate texts; keep the first of each group."""
     from dec2vec.dedup import find_duplicates
 
+    if threshold == 1.0 and (model != DEFAULT_MODEL or dtype is not None):
+        raise _fail(
+            "--threshold 1 finds exact copies only and loads no model: --model and --dtype do not apply"
+        )
     rows = _read_records(file, ["text"])
     texts = [r["text"] for r in rows]
     encoder = _load_spec(model, dtype) if threshold < 1.0 else None
