@@ -1,5 +1,5 @@
-"""Auto-filter: hard filters read out of a query by the decoder, as a constrained choice among the index's
-own metadata values."""
+"""Auto-filter: hard filters read out of a query by the decoder, scored over the index's own metadata values
+(how much naming each value raises the query's log-probability)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dec2vec import Encoder
 from dec2vec.attention import lm_logits
 from dec2vec.cli import app
 from dec2vec.search import Index
-from dec2vec.search.auto_filter import NO_FILTER, offered, read_filters
+from dec2vec.search.auto_filter import NO_FILTER, PROMPT, PROMPT_NO_VALUE, offered, read_filters
 from dec2vec.serving import create_app
 
 
@@ -34,13 +34,14 @@ def db(encoder, tmp_path):
     return path
 
 
-def test_choice_logprobs_are_the_sum_of_each_tokens_log_probability(encoder):
-    prompt = [{"role": "user", "content": "the cat sat on"}]
-    options = ["the mat", "a", "stock market prices"]
-    scores = encoder.choice_logprobs(prompt, options, batch_size=2)  # two batches, padded rows
-    head = encoder._prompt_ids(prompt, False)
-    for option, score in zip(options, scores, strict=True):  # one unpadded causal pass per option
-        tail = encoder.tokenizer(option, add_special_tokens=False)["input_ids"]
+def test_continuation_logprobs_are_the_sum_of_each_tokens_log_probability(encoder):
+    chat = [{"role": "user", "content": "where is it?"}]
+    prompts = ["the cat sat on", chat, "a much longer prompt than the rest"]
+    text = " the mat today"
+    scores = encoder.continuation_logprobs(prompts, text, batch_size=2)  # two batches, padded rows
+    tail = encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
+    for prompt, score in zip(prompts, scores, strict=True):  # one unpadded causal pass per prompt
+        head = encoder._prompt_ids(prompt, False)
         ids = torch.tensor([head + tail])
         with torch.inference_mode():
             logits = lm_logits(encoder.model, ids, torch.ones_like(ids), causal=True)[0].float()
@@ -48,8 +49,8 @@ def test_choice_logprobs_are_the_sum_of_each_tokens_log_probability(encoder):
             math.log(torch.softmax(logits[len(head) - 1 + i], -1)[token]) for i, token in enumerate(tail)
         )
         assert score == pytest.approx(expected, abs=1e-4)
-    with pytest.raises(ValueError, match="no empty one"):
-        encoder.choice_logprobs(prompt, ["x", ""])
+    with pytest.raises(ValueError, match="non-empty text"):
+        encoder.continuation_logprobs(prompts, "")
 
 
 def test_only_fields_with_a_few_text_values_are_offered():
@@ -71,7 +72,11 @@ def test_a_filter_is_one_of_the_values_and_only_when_it_beats_no_filter(encoder)
     always = read_filters(encoder, "a cat in Paris", facets, margin=-1e9)  # any value beats "any"
     assert set(always.scores) == {"lang"} and set(always.scores["lang"]) == {NO_FILTER, "en", "fr"}
     best = max(("en", "fr"), key=always.scores["lang"].__getitem__)
-    assert always.filters == {"lang": best}
+    assert always.filters == {"lang": best} and always.scores["lang"][NO_FILTER] == 0.0
+    gains = encoder.continuation_logprobs(
+        [PROMPT_NO_VALUE, PROMPT.format(field="lang", value="en")], " a cat in Paris"
+    )  # a value's score: what naming it adds to the query's log-probability
+    assert always.scores["lang"]["en"] == pytest.approx(gains[1] - gains[0], abs=1e-4)
     never = read_filters(encoder, "a cat in Paris", facets, margin=1e9)
     assert never.filters == {} and never.scores == always.scores
     assert "lang: no filter" in never.explain()[0] and f"lang={best}" in always.explain()[0]
@@ -96,15 +101,25 @@ def test_cli_and_server_report_the_filters_they_applied(encoder, db):
     payload = json.loads(result.stdout)
     assert set(payload) == {"filters", "scores", "results"} and set(payload["scores"]) == {"lang"}
     shown = runner.invoke(app, ["search", db, "a sentence", "--auto-filter", "--explain"])
-    assert shown.exit_code == 0 and "auto-filter:" in shown.output and "log-probs" in shown.output
+    assert shown.exit_code == 0 and "auto-filter:" in shown.output and "nats over" in shown.output
     refused = runner.invoke(app, ["search", db, "a sentence", "--explain"])
     assert refused.exit_code == 2 and "--explain applies with --auto-filter only" in refused.output
+    for margin, read in (("-1e9", True), ("1e9", False)):  # any value wins / none can
+        args = ["search", db, "a sentence", "--auto-filter", "--json", "--margin", margin]
+        given = runner.invoke(app, args)
+        assert given.exit_code == 0 and bool(json.loads(given.stdout)["filters"]) is read
+    refused = runner.invoke(app, ["search", db, "a sentence", "--margin", "1"])
+    assert refused.exit_code == 2 and "--margin applies with --auto-filter only" in refused.output
     with running(create_app(encoder, db)) as base:
         body = {"query": "a sentence", "k": 3, "auto_filter": True}
         served = httpx.post(f"{base}/v1/search", json=body).json()
         assert served["auto_filter"]["filters"] == payload["filters"]
         assert set(served["auto_filter"]["scores"]["lang"]) == {NO_FILTER, "en", "fr"}
         assert "auto_filter" not in httpx.post(f"{base}/v1/search", json={"query": "a sentence"}).json()
+        none = httpx.post(f"{base}/v1/search", json=body | {"auto_filter_margin": 1e9}).json()
+        assert none["auto_filter"]["filters"] == {} and none["auto_filter"]["margin"] == 1e9
+        lone = httpx.post(f"{base}/v1/search", json={"query": "a sentence", "auto_filter_margin": 1})
+        assert lone.status_code == 400 and "applies with auto_filter only" in lone.text
 
 
 def test_an_encoder_that_cannot_generate_is_refused(tmp_path):

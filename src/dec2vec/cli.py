@@ -492,8 +492,12 @@ def search(
         ),
     ] = False,
     explain: Annotated[
-        bool, typer.Option(help="With --auto-filter: each field's options and their log-probabilities.")
+        bool, typer.Option(help="With --auto-filter: how many nats each field's values add to the query.")
     ] = False,
+    margin: Annotated[
+        float | None,
+        typer.Option(help="With --auto-filter: nats a value must add to the query to become a filter [2]."),
+    ] = None,
     model: IndexModelOpt = None,
     attention: AttentionOpt = None,
     pooling: PoolingOpt = None,
@@ -504,8 +508,9 @@ def search(
 
     if (query is None) == (queries is None):
         raise _fail("give a QUERY or --queries FILE (not both)")
-    if explain and not auto_filter:
-        raise _fail("--explain applies with --auto-filter only")
+    for given, flag in ((explain, "--explain"), (margin is not None, "--margin")):
+        if given and not auto_filter:
+            raise _fail(f"{flag} applies with --auto-filter only")
     try:
         pending = read_queries(queries) if queries else [(None, query)]
     except ValueError as err:
@@ -514,6 +519,8 @@ def search(
         "k": k, "mode": mode, "filters": filter, "rerank": rerank, "rerank_candidates": rerank_candidates,
         "rrf_k": rrf_k, "weights": {"dense": dense_weight, "lexical": lexical_weight},
     }  # fmt: skip
+    if margin is not None:
+        options["margin"] = margin
     with (
         _open_index(db, model, attention, pooling, dtype) as index,
         output.open("w", encoding="utf-8") if output else nullcontext() as sink,
@@ -523,7 +530,7 @@ def search(
                 results = [h.to_json() for h in hits]
                 read = {"filters": reading.filters} if reading is not None else {}
                 if reading is not None and explain:
-                    read["scores"] = reading.scores  # per field: each option's log-probability
+                    read["scores"] = reading.scores  # per field: each value's gain in nats over none
                 if queries is not None:  # one JSON line per query
                     line = json.dumps({"query_id": query_id, **read, "results": results}, ensure_ascii=False)
                     sink.write(line + "\n") if sink else typer.echo(line)

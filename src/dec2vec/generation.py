@@ -174,28 +174,26 @@ class Generation:
                 out.append(torch.softmax(rows, dim=-1).cpu())
         return torch.cat(out)
 
-    def choice_logprobs(
-        self, prompt: str | Messages, options: Sequence[str], *, chat: bool = False, batch_size: int = 8
+    def continuation_logprobs(
+        self, prompts: Sequence[str | Messages], text: str, *, chat: bool = False, batch_size: int = 8
     ) -> list[float]:
-        """The log-probability of each option as the whole continuation of ``prompt`` (the sum over its
-        tokens): a constrained choice, read from the causal model instead of parsing free text."""
-        head = self._prompt_ids(prompt, chat)
-        tails = [self.tokenizer(option, add_special_tokens=False)["input_ids"] for option in options]
-        if not tails or not all(tails):
-            raise ValueError("choice_logprobs needs at least one option, and no empty one")
+        """The log-probability of the same ``text`` as the continuation of each prompt (the sum over its
+        tokens): how well each prompt explains ``text``, read from the causal model, not parsed free text."""
+        heads = [self._prompt_ids(prompt, chat) for prompt in prompts]
+        tail = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not heads or not tail:
+            raise ValueError("continuation_logprobs needs at least one prompt and a non-empty text")
         out = []
         with torch.inference_mode():
-            for start in range(0, len(tails), batch_size):
-                chunk = tails[start : start + batch_size]
-                rows = [head + tail for tail in chunk]
-                batch = self._collate(rows, [0] * len(rows))
+            for start in range(0, len(heads), batch_size):
+                chunk = heads[start : start + batch_size]
+                batch = self._collate([head + tail for head in chunk], [0] * len(chunk))
                 logits = lm_logits(self.model, batch["input_ids"], batch["attention_mask"], causal=True)
-                first = batch["attention_mask"].argmax(1)  # each row's first real token (left padding)
-                for i, tail in enumerate(chunk):
-                    # logits at position p predict token p + 1: the tail's tokens from the head's last on
-                    at = first[i] + len(head) - 1 + torch.arange(len(tail), device=logits.device)
-                    scores = torch.log_softmax(logits[i, at].float(), dim=-1)
-                    picked = scores[torch.arange(len(tail)), torch.tensor(tail, device=scores.device)]
-                    out.append(float(picked.sum()))
+                # every row ends with the tail (padding on either side); logits at p predict token p + 1
+                end = batch["attention_mask"].cumsum(1).argmax(1) + 1  # one past each row's last real token
+                at = end[:, None] - len(tail) - 1 + torch.arange(len(tail), device=logits.device)
+                rows = torch.arange(len(chunk), device=logits.device)[:, None]
+                scores = torch.log_softmax(logits[rows, at].float(), dim=-1)  # (rows, len(tail), vocab)
+                wanted = torch.tensor(tail, device=scores.device).expand(len(chunk), -1)
+                out += scores.gather(2, wanted.unsqueeze(-1)).squeeze(-1).sum(1).tolist()
         return out
-

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dec2vec.models import TextEncoder, load_model
-from dec2vec.search.auto_filter import Reading, read_filters
+from dec2vec.search.auto_filter import MARGIN, Reading, read_filters
 from dec2vec.search.backends import open_store
 from dec2vec.search.chunking import chunk_text
 from dec2vec.search.documents import Document
@@ -322,7 +322,7 @@ class Index:
         query: str,
         *,
         filters: Mapping[str, Any] | Sequence[Filter | str] | None = None,
-        margin: float = 0.0,
+        margin: float = MARGIN,
         **options: Any,
     ) -> tuple[Reading, list[Hit]]:
         """``search`` with the hard filters the index's encoder reads out of ``query`` (``auto_filter``)

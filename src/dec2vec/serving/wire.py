@@ -123,6 +123,7 @@ class SearchRequest(Body):
     rrf_k: int = Field(default=60, ge=1, le=100_000)
     weights: dict[Literal["dense", "lexical"], Weight] | None = None
     auto_filter: bool = False  # the model reads hard filters out of the query; the response says which
+    auto_filter_margin: float | None = None  # nats a value must add to the query (default MARGIN)
 
 
 class DocumentIn(Body):

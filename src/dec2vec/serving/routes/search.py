@@ -17,10 +17,15 @@ router = APIRouter()
 @router.post("/v1/search", dependencies=[Depends(require_key)])
 async def search(body: SearchRequest, state: State) -> dict[str, Any]:
     index = state.the_index()
-    options = body.model_dump(exclude={"query", "auto_filter"})
+    options = body.model_dump(exclude={"query", "auto_filter", "auto_filter_margin"})
+    if body.auto_filter_margin is not None and not body.auto_filter:
+        raise APIError(400, "auto_filter_margin applies with auto_filter only", "auto_filter_margin")
     try:
         if body.auto_filter:
-            reading, hits = await state.on_model_thread(lambda: index.search_auto(body.query, **options))
+            margin = {} if body.auto_filter_margin is None else {"margin": body.auto_filter_margin}
+            reading, hits = await state.on_model_thread(
+                lambda: index.search_auto(body.query, **margin, **options)
+            )
         else:
             reading, hits = None, await state.on_model_thread(lambda: index.search(body.query, **options))
     except ValueError as err:  # e.g. a filter that cannot mean anything
