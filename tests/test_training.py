@@ -175,6 +175,30 @@ def test_per_dataset_instructions_reach_the_queries(corpus, make_tiny_checkpoint
         StageTrainer(encoder, _stage(corpus, "supervised", data=[{"file": pairs}]), tmp_path / "t")
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # the test's own probe, by design
+def test_lora_on_the_top_layers_only_trains_those_and_backpropagates_no_further(
+    corpus, make_tiny_checkpoint, tmp_path
+):
+    encoder = Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional")
+    layers = encoder.model.model.layers
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    reached = []  # layers the backward pass went through
+    for i, layer in enumerate(layers):
+        layer.register_full_backward_hook(lambda module, grad_in, grad_out, i=i: reached.append(i))
+    StageTrainer(encoder, _stage(corpus, "supervised", lora_layers=1), tmp_path / "stage").run()
+    losses = _losses(tmp_path / "stage")
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    top = len(layers) - 1
+    assert reached and set(reached) == {top}
+    state = encoder.model.state_dict()
+    changed = {k.split(".")[2] for k, v in state.items() if not torch.equal(v, before[k])}
+    assert changed == {str(top)}  # model.layers.<top>.… only, merged
+    with pytest.raises(ValueError, match="lora_layers 9 > 2 layers"):
+        StageTrainer(encoder, _stage(corpus, "supervised", lora_layers=9), tmp_path / "too-many")
+    with pytest.raises(ValueError, match="applies with lora only"):
+        _stage(corpus, "supervised", lora=False, lora_layers=1)
+
+
 def test_lora_merged_model_embeds_like_the_unmerged_one(corpus, make_tiny_checkpoint, tmp_path):
     encoder = Encoder.load(make_tiny_checkpoint("qwen2"), attention="bidirectional")
     stage = _stage(corpus, "supervised", steps=10, warmup_ratio=0.0, schedule="constant_with_warmup")
