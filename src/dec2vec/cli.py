@@ -18,6 +18,7 @@ from dec2vec.encoder import ATTENTION_MODES, DTYPES, Encoder, preferred_dtype
 from dec2vec.files import all_lines, read_jsonl
 from dec2vec.models import DEFAULT_MODEL, SHIPPED
 from dec2vec.pooling import POOLING_METHODS
+from dec2vec.search.auto_filter import MARGIN
 
 app = typer.Typer(help="Turn any decoder-only LLM into a text encoder.", no_args_is_help=True)
 console = Console()
@@ -496,7 +497,7 @@ def search(
     ] = False,
     margin: Annotated[
         float | None,
-        typer.Option(help="With --auto-filter: nats a value must add to the query to become a filter [2]."),
+        typer.Option(help=f"With --auto-filter: nats a value must add to the query to filter [{MARGIN:g}]."),
     ] = None,
     model: IndexModelOpt = None,
     attention: AttentionOpt = None,

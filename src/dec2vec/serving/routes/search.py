@@ -20,12 +20,11 @@ async def search(body: SearchRequest, state: State) -> dict[str, Any]:
     options = body.model_dump(exclude={"query", "auto_filter", "auto_filter_margin"})
     if body.auto_filter_margin is not None and not body.auto_filter:
         raise APIError(400, "auto_filter_margin applies with auto_filter only", "auto_filter_margin")
+    if body.auto_filter_margin is not None:
+        options["margin"] = body.auto_filter_margin
     try:
         if body.auto_filter:
-            margin = {} if body.auto_filter_margin is None else {"margin": body.auto_filter_margin}
-            reading, hits = await state.on_model_thread(
-                lambda: index.search_auto(body.query, **margin, **options)
-            )
+            reading, hits = await state.on_model_thread(lambda: index.search_auto(body.query, **options))
         else:
             reading, hits = None, await state.on_model_thread(lambda: index.search(body.query, **options))
     except ValueError as err:  # e.g. a filter that cannot mean anything
