@@ -7,7 +7,7 @@ from conftest import NOT_SWITCHABLE, SWITCHABLE
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dec2vec import AttentionSwitchError, Encoder, check_switch, hidden_states
-from dec2vec.attention import supports_packing
+from dec2vec.attention import lm_logits, supports_packing
 
 TEXTS = ["The cat sat on the mat today", "The cat sat on the mat", "A dog"]
 
@@ -100,6 +100,25 @@ def _recording(forward, calls):
         return forward(*args, **kwargs)
 
     return wrapped
+
+
+@pytest.mark.parametrize("arch", list(SWITCHABLE))
+def test_logits_at_chosen_positions_equal_full_logits(arch, make_tiny_checkpoint):
+    """The LM head run only where asked (padded or packed) gives the full forward's logits there, with each
+    architecture's own soft-capping or scaling (Gemma 2, Cohere, Granite) still applied."""
+    path = make_tiny_checkpoint(arch)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    check_switch(model)
+    enc = _batch(path, "right")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    at = mask.bool() & (torch.arange(ids.shape[1]) % 2 == 1)  # every other real token
+    for causal in (True, False):
+        with torch.inference_mode():
+            full = lm_logits(model, ids, mask, causal=causal)
+            for pack in (False, True):
+                chosen = lm_logits(model, ids, mask, causal=causal, at=at, pack=pack)
+                assert chosen.shape == (int(at.sum()), full.shape[-1])
+                assert torch.allclose(chosen, full[at], atol=1e-4), (causal, pack)
 
 
 def test_packing_refused_where_it_would_differ(make_tiny_checkpoint):

@@ -7,11 +7,12 @@ import torch
 
 from dec2vec.training.objectives import (
     IGNORE,
+    causal_labels,
     info_nce,
     mask_tokens,
-    mntp_loss,
-    next_token_loss,
+    shifted_targets,
     similarity_distillation,
+    token_loss,
 )
 
 
@@ -41,17 +42,23 @@ def test_info_nce_with_hard_negatives_appended():
 
 
 def test_mntp_uses_logits_one_position_earlier():
-    # vocab 3, sequence of 3; only position 2 is masked (its original token is 1)
-    logits = torch.tensor([[[0.0, 0.0, 0.0], [2.0, 0.5, -1.0], [9.0, 9.0, 9.0]]])
+    # sequence of 3; only position 2 is masked (its original token is 1): the logits at 1 predict it
     labels = torch.tensor([[IGNORE, IGNORE, 1]])
-    assert mntp_loss(logits, labels).item() == pytest.approx(_nll([2.0, 0.5, -1.0], 1), rel=1e-6)
+    at, targets = shifted_targets(labels)
+    assert at.tolist() == [[False, True, False]] and targets.tolist() == [1]
+    logits = torch.tensor([[2.0, 0.5, -1.0]])  # vocab 3, at the one chosen position
+    assert token_loss(logits, targets).item() == pytest.approx(_nll([2.0, 0.5, -1.0], 1), rel=1e-6)
 
 
-def test_next_token_loss_by_hand():
-    logits = torch.tensor([[[1.0, 0.0], [0.0, 3.0], [5.0, 5.0]]])
-    ids = torch.tensor([[0, 1, 0]])
-    mask = torch.tensor([[0, 1, 0]])  # only token 1 (predicted from position 0) counts
-    assert next_token_loss(logits, ids, mask).item() == pytest.approx(_nll([1.0, 0.0], 1), rel=1e-6)
+def test_next_token_targets_skip_padding_in_row_major_order():
+    ids = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])  # right-padded
+    at, targets = shifted_targets(causal_labels(ids, mask))
+    assert at.tolist() == [[True, True, False, False], [True, False, False, False]]
+    assert targets.tolist() == [6, 7, 9]
+    logits = torch.tensor([[1.0, 0.0], [0.0, 3.0], [5.0, 5.0]])  # the three positions, vocab 2
+    expected = (_nll([1.0, 0.0], 0) + _nll([0.0, 3.0], 1) + _nll([5.0, 5.0], 1)) / 3
+    assert token_loss(logits, torch.tensor([0, 1, 1])).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_masking_respects_padding_specials_and_first_position():

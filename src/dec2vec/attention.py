@@ -92,9 +92,9 @@ def _worth_packing(model: PreTrainedModel, attention_mask: torch.Tensor) -> bool
     return tokens <= PACK_MAX_TOKENS and tokens < 0.9 * attention_mask.numel()
 
 
-def _packed_hidden_states(
+def _packed_inputs(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool
-) -> torch.Tensor:
+) -> dict[str, torch.Tensor | bool]:
     """The batch's rows end to end in one sequence: positions restart per row and a block-diagonal mask
     keeps rows apart, so no compute goes to padding (micro-batches of short texts of mixed lengths are
     often more than half padding). transformers uses a 4D mask as given, for any architecture.
@@ -110,12 +110,19 @@ def _packed_hidden_states(
         mask = mask.masked_fill(~allowed, torch.finfo(model.dtype).min)
     else:
         mask = allowed
-    packed = model.base_model(
-        input_ids=input_ids[keep][None],
-        attention_mask=mask[None, None],
-        position_ids=positions[None],
-        use_cache=False,
-    ).last_hidden_state[0]
+    return {
+        "input_ids": input_ids[keep][None],
+        "attention_mask": mask[None, None],
+        "position_ids": positions[None],
+        "use_cache": False,
+    }
+
+
+def _packed_hidden_states(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool
+) -> torch.Tensor:
+    keep = attention_mask.bool()
+    packed = model.base_model(**_packed_inputs(model, input_ids, attention_mask, causal)).last_hidden_state[0]
     out = packed.new_zeros(*keep.shape, packed.shape[-1])
     out[keep] = packed
     return out
@@ -152,9 +159,29 @@ def lm_logits(
     attention_mask: torch.Tensor,
     *,
     causal: bool,
+    at: torch.Tensor | None = None,
+    pack: bool = False,
 ) -> torch.Tensor:
-    """Language-model logits ``(batch, seq, vocab)``, causal or bidirectional (MNTP uses the latter)."""
-    return _forward(model, input_ids, attention_mask, causal).logits
+    """Language-model logits ``(batch, seq, vocab)``, causal or bidirectional (MNTP uses the latter).
+
+    With ``at``, a ``(batch, seq)`` boolean mask, only the logits at those positions: ``(n, vocab)`` in
+    row-major order. A small decoder's LM head is a large share of its compute (SmolLM2: 49k x 576, a fifth
+    of the weights) and training needs its output at a fraction of positions (MNTP: the masked ones; the
+    next-token loss: not padding). ``pack`` as in :func:`hidden_states`.
+    """
+    if at is None:
+        return _forward(model, input_ids, attention_mask, causal).logits
+    packed = pack and _worth_packing(model, attention_mask)
+    select = at[attention_mask.bool()][None] if packed else at  # in the layout the head's input has
+    # Picking the head's input rows in a hook, rather than applying the head here, keeps each architecture's
+    # own treatment of its logits (Gemma 2's soft-capping, Cohere's and Granite's scaling).
+    hook = model.get_output_embeddings().register_forward_pre_hook(lambda _head, args: (args[0][select],))
+    try:
+        if packed:
+            return model(**_packed_inputs(model, input_ids, attention_mask, causal)).logits
+        return _forward(model, input_ids, attention_mask, causal).logits
+    finally:
+        hook.remove()
 
 
 def _probe_changes(model: PreTrainedModel, *, causal: bool) -> list[float]:

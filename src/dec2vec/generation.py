@@ -168,9 +168,11 @@ class Generation:
             for start in range(0, len(ids), batch_size):
                 chunk = ids[start : start + batch_size]
                 batch = self._collate(chunk, [0] * len(chunk))
-                logits = lm_logits(self.model, batch["input_ids"], batch["attention_mask"], causal=True)
-                last = batch["attention_mask"].cumsum(1).argmax(1)  # each row's last real token
-                rows = logits[torch.arange(len(chunk)), last].float()
+                mask = batch["attention_mask"]
+                last = mask.cumsum(1).argmax(1)  # each row's last real token
+                at = torch.zeros_like(mask, dtype=torch.bool)
+                at[torch.arange(len(chunk)), last] = True
+                rows = lm_logits(self.model, batch["input_ids"], mask, causal=True, at=at).float()
                 out.append(torch.softmax(rows, dim=-1).cpu())
         return torch.cat(out)
 
@@ -188,12 +190,14 @@ class Generation:
             for start in range(0, len(heads), batch_size):
                 chunk = heads[start : start + batch_size]
                 batch = self._collate([head + tail for head in chunk], [0] * len(chunk))
-                logits = lm_logits(self.model, batch["input_ids"], batch["attention_mask"], causal=True)
+                mask = batch["attention_mask"]
                 # every row ends with the tail (padding on either side); logits at p predict token p + 1
-                end = batch["attention_mask"].cumsum(1).argmax(1) + 1  # one past each row's last real token
-                at = end[:, None] - len(tail) - 1 + torch.arange(len(tail), device=logits.device)
-                rows = torch.arange(len(chunk), device=logits.device)[:, None]
-                scores = torch.log_softmax(logits[rows, at].float(), dim=-1)  # (rows, len(tail), vocab)
+                end = mask.cumsum(1).argmax(1) + 1  # one past each row's last real token
+                positions = end[:, None] - len(tail) - 1 + torch.arange(len(tail), device=mask.device)
+                at = torch.zeros_like(mask, dtype=torch.bool)
+                at[torch.arange(len(chunk), device=mask.device)[:, None], positions] = True
+                logits = lm_logits(self.model, batch["input_ids"], mask, causal=True, at=at)
+                scores = torch.log_softmax(logits.float(), dim=-1).view(len(chunk), len(tail), -1)
                 wanted = torch.tensor(tail, device=scores.device).expand(len(chunk), -1)
                 out += scores.gather(2, wanted.unsqueeze(-1)).squeeze(-1).sum(1).tolist()
         return out

@@ -50,13 +50,21 @@ def mask_tokens(
     return corrupted, labels
 
 
-def mntp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Masked next-token prediction: the logits at position i-1 predict the masked token at position i.
+def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the LM head is needed and what it must predict: the logits at position i predict ``labels``
+    at i+1, for MNTP as for the causal loss (MNTP keeps the decoder's own output alignment, as LLM2Vec).
 
-    Keeps the decoder's own output alignment (its LM head was trained to predict the next token), as LLM2Vec.
+    Returns ``at``, a ``(batch, seq)`` mask of the positions to compute logits at, and their targets
+    ``(n,)`` in row-major order: the shape :func:`dec2vec.attention.lm_logits` returns with ``at``.
     """
-    shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    return F.cross_entropy(shifted_logits, labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+    at = torch.zeros_like(labels, dtype=torch.bool)
+    at[:, :-1] = labels[:, 1:] != IGNORE
+    return at, labels[:, 1:][at[:, :-1]]
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` ``(n, vocab)`` at the positions :func:`shifted_targets` chose."""
+    return F.cross_entropy(logits.float(), targets)
 
 
 def info_nce(
@@ -77,12 +85,9 @@ def info_nce(
     return F.cross_entropy(scores, labels)
 
 
-def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-    """Causal LM loss: logits at i predict token i+1, counted where ``loss_mask`` is 1 at i+1."""
-    labels = torch.where(loss_mask.bool(), input_ids, torch.full_like(input_ids, IGNORE))
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE
-    )
+def causal_labels(input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Labels of the next-token loss: each token where ``loss_mask`` is 1, IGNORE elsewhere (padding)."""
+    return torch.where(loss_mask.bool(), input_ids, torch.full_like(input_ids, IGNORE))
 
 
 def similarity_distillation(

@@ -29,7 +29,7 @@ from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from dec2vec.attention import lm_logits
+from dec2vec.attention import lm_logits, supports_packing
 from dec2vec.backbone import decoder_layers
 from dec2vec.encoder import Encoder
 from dec2vec.files import DataFormatError
@@ -37,11 +37,12 @@ from dec2vec.training import data as data_io
 from dec2vec.training import distributed
 from dec2vec.training.grad_cache import cached_embeddings
 from dec2vec.training.objectives import (
+    causal_labels,
     info_nce,
     mask_tokens,
-    mntp_loss,
-    next_token_loss,
+    shifted_targets,
     similarity_distillation,
+    token_loss,
 )
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,8 @@ class StageTrainer:
         self.data = load_stage_data(config, self.world)  # malformed data fails here, before any change
         torch.manual_seed(config.seed)
         model = encoder.model
+        # LM-head losses run packed where the model gives the same states packed (checked as at load)
+        self.packing = {causal: supports_packing(model, causal=causal) for causal in (True, False)}
         if config.lora:
             lora = LoraConfig(
                 r=config.lora_rank,
@@ -297,8 +300,8 @@ class StageTrainer:
         if self.data.generation_plan:
             _, gen_indices = self.data.generation_plan[micro]
             gen = self._collate([self.data.generation_texts[i] for i in self._mine(gen_indices)])
-            logits = self._logits(gen["input_ids"], gen["attention_mask"], causal=True)
-            terms["gen_loss"] = next_token_loss(logits, gen["input_ids"], gen["attention_mask"])
+            labels = causal_labels(gen["input_ids"], gen["attention_mask"])
+            terms["gen_loss"] = self._token_loss(gen["input_ids"], gen["attention_mask"], labels, causal=True)
         weights = {"rep_loss": c.lambda_rep, "gen_loss": c.lambda_gen, "distill_loss": c.lambda_distill}
         loss = sum(weights.get(name, 1.0) * term for name, term in terms.items())
         return {"loss": loss, **terms} if len(terms) > 1 else {"loss": loss}
@@ -316,8 +319,7 @@ class StageTrainer:
             strategy=self.config.mask_strategy,
             generator=self.generator,
         )
-        logits = self._logits(corrupted, batch["attention_mask"], causal=False)
-        return {"mntp_loss": mntp_loss(logits, labels)}
+        return {"mntp_loss": self._token_loss(corrupted, batch["attention_mask"], labels, causal=False)}
 
     def _simcse(self, texts: list[str], instruction: str) -> dict[str, torch.Tensor]:
         views = self._embed(texts), self._embed(texts)  # the same texts twice: dropout makes them differ
@@ -391,8 +393,14 @@ class StageTrainer:
         chunks = [self._collate(texts[i : i + size], prefix) for i in range(0, len(texts), size)]
         return cached_embeddings(self.encoder.embed_batch, chunks, self.encoder.device)
 
-    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, causal: bool) -> torch.Tensor:
-        return lm_logits(self.encoder.model, input_ids, attention_mask, causal=causal)
+    def _token_loss(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, *, causal: bool
+    ) -> torch.Tensor:
+        """Cross-entropy of the LM head, computed only where a label waits and packed where that helps."""
+        at, targets = shifted_targets(labels)
+        model = self.encoder.model
+        logits = lm_logits(model, input_ids, attention_mask, causal=causal, at=at, pack=self.packing[causal])
+        return token_loss(logits, targets)
 
     # ---- loop -------------------------------------------------------------------------------------------
 
