@@ -1,12 +1,13 @@
 """Training throughput: LoRA on every layer against LoRA on the top layers only, same data, steps and seed.
 
-    python benchmarks/train_throughput.py [--steps 80] [--top 15] [--only supervised,grit]
+    python benchmarks/train_throughput.py [--steps 80] [--top 15] [--only mntp,supervised,grit]
 
 Three stages, each run twice on raw SmolLM2-135M (bidirectional, mean pooling, float32 weights, bfloat16
 autocast, 2 CPU cores): ``mntp`` (masked next-token prediction on the bundled WikiSplit sentences, 16 per
 step, 64 tokens, 20% masked), ``supervised`` (InfoNCE with hard negatives on the bundled SNLI triplets) and
-the shipped default's GRIT stage (the same plus a next-token loss on the WikiSplit sentences). With ``lora_layers`` only the top layers carry adapters, so the backward pass stops
-below them. Reported per run: median examples/s over the steps after the third, minutes, and STS-B dev
+the shipped default's GRIT stage (the same plus a next-token loss on the WikiSplit sentences).
+With ``lora_layers`` only the top layers carry adapters, so the backward pass stops below them. Reported
+per run: median examples/s over the steps after the third, minutes, and STS-B dev
 Spearman after training (the quality the speed must not cost). Each run starts afresh under
 benchmarks/runs/train-throughput/.
 
