@@ -145,6 +145,21 @@ def test_residual_dropout_makes_twins_differ_only_while_training(arch, make_tiny
     encoder.model.eval()
 
 
+def test_the_teacher_embeds_only_what_the_student_reads(corpus, make_tiny_checkpoint, tmp_path):
+    """Texts past max_length are cut where the student's tokenizer cuts them before the teacher sees them."""
+    teacher_spec = f"{make_tiny_checkpoint('qwen2')}:causal:mean"
+    stage = _stage(corpus, "distill", data=[str(corpus / "text.txt")], teacher=teacher_spec, max_length=3)
+    trainer = StageTrainer(Encoder.load(make_tiny_checkpoint("llama")), stage, tmp_path / "run")
+    text = sorted(trainer.teacher_vectors)[0]  # e.g. "the bird walks to the beach today"
+    ids = trainer.encoder.tokenizer(text, truncation=True, max_length=3)["input_ids"]
+    read = trainer._student_view(text)
+    assert text.startswith(read) and len(read) < len(text)
+    assert trainer.encoder.tokenizer(read)["input_ids"] == ids  # the cut keeps exactly the student's tokens
+    teacher = Encoder.load(make_tiny_checkpoint("qwen2"), attention="causal", pooling="mean")
+    np.testing.assert_allclose(trainer.teacher_vectors[text], teacher.encode([read])[0], atol=1e-5)
+    assert not np.allclose(trainer.teacher_vectors[text], teacher.encode([text])[0], atol=1e-3)
+
+
 def test_full_fine_tuning_with_gradient_checkpointing_and_accumulation(
     corpus, make_tiny_checkpoint, tmp_path
 ):
