@@ -1,6 +1,6 @@
 """Build a shipped encoder from what installs offline, score it, and write its files into the package.
 
-    python benchmarks/ship.py smollm2-135m-embed [--out benchmarks/runs]
+    python benchmarks/ship.py smollm2-135m-embed [--out benchmarks/runs] [--reuse-previous]
 
 Trains the release's built-in recipe on its backbone (interrupted? rerun the same command: it resumes from
 the run's checkpoints, also on another machine with the run folder copied over), extracts the low-rank
@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from importlib.resources import files
@@ -52,7 +53,8 @@ RELEASES = {
         "smollm2-135m-embed",
         "SmolLM2-135M-Instruct converted to a bidirectional mean-pooling encoder that still chats: "
         "LLM2Vec's supervised path (masked next-token prediction, then contrastive training with hard "
-        "negatives) with a next-token loss on the same weights in the last stage (GRIT)",
+        "negatives) with a next-token loss on the same weights (GRIT), then all-mpnet-base-v2's similarity "
+        "structure distilled on the same pairs",
     ),
 }
 
@@ -86,9 +88,28 @@ def data_files(recipe) -> list[str]:
     return sorted(set(names))
 
 
+def reuse_previous(name: str, recipe, run: Path) -> None:
+    """Seed the run with the shipped release's encoder as the output of the stages the recipe shares with
+    it, so a release that adds a stage trains only that stage; their minutes are carried over."""
+    card = json.loads((shipped.SHIPPED_ROOT / name / shipped.CARD).read_text())
+    done = card["training"]["stages"]
+    keys = ("name", "objective", "steps", "batch_size", "learning_rate")
+    shared = [{k: getattr(s, k) for k in keys} for s in recipe.stages[: len(done)]]
+    if shared != done or len(done) >= len(recipe.stages):
+        raise SystemExit(f"--reuse-previous: recipe {recipe.name} does not extend the shipped {name}")
+    encoder = shipped.SHIPPED[name].materialize(Encoder)
+    for number, stage in enumerate(recipe.stages[: len(done)], start=1):
+        target = run / f"{number:02d}-{stage.name}" / "model"
+        if not target.exists():
+            shutil.copytree(encoder, target)
+    minutes = card["training"]["minutes_on_2_cpu_cores"] + card["training"].get("reused_minutes", 0)
+    (run / "reused.json").write_text(json.dumps({"stages": len(done), "minutes": minutes}))
+
+
 def build(name: str, release: Release, run: Path) -> Path:
     """Train (or resume, or reuse) the run and write the package folder; returns that folder."""
     seconds = timed_train(release.recipe, release.backbone, run)
+    reused = json.loads((run / "reused.json").read_text()) if (run / "reused.json").exists() else None
     recipe = load_recipe(release.recipe)
     rank = sum(stage.lora_rank for stage in recipe.stages if stage.lora)
     base = load_backbone(release.backbone).model.state_dict()
@@ -112,9 +133,10 @@ def build(name: str, release: Release, run: Path) -> Path:
                 for s in recipe.stages
             ],
             "minutes_on_2_cpu_cores": round(seconds / 60, 1),
+            **({"reused_minutes": reused["minutes"], "reused_stages": reused["stages"]} if reused else {}),
             "delta": f"rank {rank} (LoRA on every linear layer, merged), float16",
         },
-        "teachers": {s.teacher: TEACHERS[s.teacher] for s in recipe.stages if s.teacher},
+        "teachers": {s.teacher: TEACHERS[s.teacher.split(":")[0]] for s in recipe.stages if s.teacher},
         "data": {f: DATA_LICENCES[f] for f in data_files(recipe)},
     }
     target = PACKAGE / "shipped" / name
@@ -177,6 +199,17 @@ def score(name: str, release: Release, target: Path) -> dict:
     }
 
 
+def training_time(training: dict) -> str:
+    minutes = training["minutes_on_2_cpu_cores"]
+    if "reused_minutes" not in training:
+        return f"{minutes} minutes"
+    first = training["reused_stages"]
+    return (
+        f"{round(minutes + training['reused_minutes'], 1)} minutes (stages 1-{first}: "
+        f"{training['reused_minutes']}, reused from the previous release; the rest: {minutes})"
+    )
+
+
 def model_card(card: dict) -> str:
     """The card for people: README.md beside the shipped files."""
     scores = card["scores"]
@@ -190,7 +223,7 @@ def model_card(card: dict) -> str:
         f"(sha256 `{card['backbone']['sha256']}`), installed by `{card['backbone']['install']}`.",
         f"- **Encoder:** {card['encoder']['attention']} attention, {card['encoder']['pooling']} pooling.",
         f"- **Recipe:** `{card['recipe']}` (`recipe.toml` here, identical to the built-in recipe); "
-        f"{card['training']['minutes_on_2_cpu_cores']} minutes on 2 CPU cores; {card['training']['delta']}.",
+        f"{training_time(card['training'])} on 2 CPU cores; {card['training']['delta']}.",
         *(f"- **Teacher `{k}`:** {v}." for k, v in card["teachers"].items()),
         *(f"- **Data `{k}`:** {v}." for k, v in card["data"].items()),
         f"- **Generation (same weights):** held-out perplexity {card['perplexity']['before']} → "
@@ -217,8 +250,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(RELEASES))
     parser.add_argument("--out", type=Path, default=HERE / "runs")
+    parser.add_argument(
+        "--reuse-previous",
+        action="store_true",
+        help="the recipe extends the shipped release by a stage: take the stages they share from it",
+    )
     args = parser.parse_args()
     release = RELEASES[args.name]
+    if args.reuse_previous:
+        (args.out / args.name).mkdir(parents=True, exist_ok=True)
+        reuse_previous(args.name, load_recipe(release.recipe), args.out / args.name)
     target = build(args.name, release, args.out / args.name)
     card = json.loads((target / shipped.CARD).read_text())
     card.update(score(args.name, release, target))
