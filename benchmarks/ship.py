@@ -88,18 +88,24 @@ def data_files(recipe) -> list[str]:
     return sorted(set(names))
 
 
+def stage_summary(stage) -> dict:
+    """What a card records of each stage (and --reuse-previous compares)."""
+    return {k: getattr(stage, k) for k in ("name", "objective", "steps", "batch_size", "learning_rate")}
+
+
 def reuse_previous(name: str, recipe, run: Path) -> None:
     """Seed the run with the shipped release's encoder as the output of the stages the recipe shares with
     it, so a release that adds a stage trains only that stage; their minutes are carried over."""
-    card = json.loads((shipped.SHIPPED_ROOT / name / shipped.CARD).read_text())
+    previous = shipped.SHIPPED[name]
+    card = previous.card
     done = card["training"]["stages"]
-    keys = ("name", "objective", "steps", "batch_size", "learning_rate")
-    shared = [{k: getattr(s, k) for k in keys} for s in recipe.stages[: len(done)]]
-    if shared != done or len(done) >= len(recipe.stages):
+    if [stage_summary(s) for s in recipe.stages[: len(done)]] != done or len(done) >= len(recipe.stages):
         raise SystemExit(f"--reuse-previous: recipe {recipe.name} does not extend the shipped {name}")
-    encoder = shipped.SHIPPED[name].materialize(Encoder)
-    for number, stage in enumerate(recipe.stages[: len(done)], start=1):
-        target = run / f"{number:02d}-{stage.name}" / "model"
+    targets = [run / f"{n:02d}-{s.name}" / "model" for n, s in enumerate(recipe.stages[: len(done)], start=1)]
+    if not (run / "reused.json").exists() and any(t.exists() for t in targets):
+        raise SystemExit(f"--reuse-previous: {run} already trained those stages itself; run without the flag")
+    encoder = previous.materialize(Encoder)
+    for target in targets:
         if not target.exists():
             shutil.copytree(encoder, target)
     minutes = card["training"]["minutes_on_2_cpu_cores"] + card["training"].get("reused_minutes", 0)
@@ -128,10 +134,7 @@ def build(name: str, release: Release, run: Path) -> Path:
         "encoder": {"attention": recipe.attention, "pooling": recipe.pooling, "prompts": recipe.prompts},
         "recipe": release.recipe,
         "training": {
-            "stages": [
-                {k: getattr(s, k) for k in ("name", "objective", "steps", "batch_size", "learning_rate")}
-                for s in recipe.stages
-            ],
+            "stages": [stage_summary(s) for s in recipe.stages],
             "minutes_on_2_cpu_cores": round(seconds / 60, 1),
             **({"reused_minutes": reused["minutes"], "reused_stages": reused["stages"]} if reused else {}),
             "delta": f"rank {rank} (LoRA on every linear layer, merged), float16",

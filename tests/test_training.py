@@ -152,7 +152,7 @@ def test_the_teacher_embeds_only_what_the_student_reads(corpus, make_tiny_checkp
     trainer = StageTrainer(Encoder.load(make_tiny_checkpoint("llama")), stage, tmp_path / "run")
     text = sorted(trainer.teacher_vectors)[0]  # e.g. "the bird walks to the beach today"
     ids = trainer.encoder.tokenizer(text, truncation=True, max_length=3)["input_ids"]
-    read = trainer._student_view(text)
+    read = trainer._student_view([text])[0]
     assert text.startswith(read) and len(read) < len(text)
     assert trainer.encoder.tokenizer(read)["input_ids"] == ids  # the cut keeps exactly the student's tokens
     teacher = Encoder.load(make_tiny_checkpoint("qwen2"), attention="causal", pooling="mean")

@@ -378,16 +378,18 @@ class StageTrainer:
         log.warning(
             "teacher %s: vectors of %d texts (cached after the first run)", self.config.teacher, len(ordered)
         )
-        seen = [self._student_view(t) for t in ordered]
-        return dict(zip(ordered, teacher.encode(seen), strict=True))
+        return dict(zip(ordered, teacher.encode(self._student_view(ordered)), strict=True))
 
-    def _student_view(self, text: str) -> str:
-        """The part of ``text`` the student reads at the stage's max_length: the teacher embeds the same
+    def _student_view(self, texts: list[str]) -> list[str]:
+        """The part of each text the student reads at the stage's max_length: the teacher embeds the same
         text, not a longer one the student never sees (and long paragraphs cost the teacher no time)."""
         enc = self.encoder.tokenizer(
-            text, truncation=True, max_length=self.config.max_length, return_offsets_mapping=True
+            texts, truncation=True, max_length=self.config.max_length, return_offsets_mapping=True
         )
-        return text[: max(end for _, end in enc["offset_mapping"])] if enc["offset_mapping"] else text
+        return [
+            text[: max((end for _, end in spans), default=len(text))]
+            for text, spans in zip(texts, enc["offset_mapping"], strict=True)
+        ]
 
     def _mine(self, indices: list[int]) -> list[int]:
         """This process's slice of a global batch."""
