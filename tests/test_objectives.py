@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dec2vec.training.objectives import (
     IGNORE,
@@ -107,6 +108,28 @@ def test_similarity_distillation_by_hand():
     assert similarity_distillation(student, teacher, temperature=1.0).item() == pytest.approx(
         expected, rel=1e-5
     )
+
+
+def test_similarity_distillation_memory_adds_columns_not_rows():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(3, 4, requires_grad=True), torch.randn(3, 5)
+    kept_student, kept_teacher = torch.randn(4, 4, requires_grad=True), torch.randn(4, 5)
+    got = similarity_distillation(student, teacher, 0.5, memory=(kept_student.detach(), kept_teacher))
+    # by hand: each batch text's row runs over the 2 other batch texts and the 4 remembered ones
+    s = F.normalize(torch.cat([student, kept_student]), dim=-1)
+    t = F.normalize(torch.cat([teacher, kept_teacher]), dim=-1)
+    expected = 0.0
+    for i in range(3):
+        others = [j for j in range(7) if j != i]
+        p, log_q = F.softmax(t[i] @ t[others].T / 0.5, -1), F.log_softmax(s[i] @ s[others].T / 0.5, -1)
+        expected += (p * (p.log() - log_q)).sum().item() / 3
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    assert got.item() != pytest.approx(similarity_distillation(student, teacher, 0.5).item(), rel=1e-2)
+    mse = similarity_distillation(student, teacher, kind="mse", memory=(kept_student.detach(), kept_teacher))
+    cosines = (s[:3] @ s.T - t[:3] @ t.T)[~torch.eye(3, 7, dtype=torch.bool)]
+    assert mse.item() == pytest.approx((cosines**2).mean().item(), rel=1e-5)
+    got.backward()
+    assert student.grad.abs().sum() > 0 and kept_student.grad is None  # the memory is a constant
 
 
 def test_similarity_distillation_is_zero_for_the_same_geometry_in_any_dimension():

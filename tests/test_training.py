@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from dec2vec import Encoder
 from dec2vec.cli import app
 from dec2vec.files import DataFormatError
+from dec2vec.training.objectives import info_nce, similarity_distillation
 from dec2vec.training.recipes import Recipe, load_recipe, train
 from dec2vec.training.trainer import StageConfig, StageTrainer, add_residual_dropout, load_stage_data
 
@@ -120,6 +121,62 @@ def test_distill_on_text_caches_the_teacher_and_keeps_generation(corpus, make_ti
         _stage(corpus, "supervised", distill_loss="mse")
     with pytest.raises(ValueError, match="distill_loss must be 'kl' or 'mse'"):
         _stage(corpus, "distill", teacher=teacher, distill_loss="cosine")
+    with pytest.raises(ValueError, match="apply to distill stages only"):
+        _stage(corpus, "supervised", distill_temperature=0.2)
+    with pytest.raises(ValueError, match="apply to distill stages only"):
+        _stage(corpus, "grit", distill_memory=64)
+    with pytest.raises(ValueError, match="distill_memory is a count of texts >= 0"):
+        _stage(corpus, "distill", teacher=teacher, distill_memory=-1)
+    with pytest.raises(ValueError, match="distill_temperature applies to distill_loss = 'kl' only"):
+        _stage(corpus, "distill", teacher=teacher, distill_loss="mse", distill_temperature=0.2)
+
+
+def test_distill_temperature_softens_the_kl_and_leaves_infonce_alone(corpus, make_tiny_checkpoint, tmp_path):
+    stage = _stage(
+        corpus, "distill", teacher=f"{make_tiny_checkpoint('qwen2')}:causal:mean", distill_temperature=0.5
+    )
+    trainer = StageTrainer(
+        Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional"), stage, tmp_path
+    )
+    dataset, indices = trainer.data.plan[0]
+    pairs = [trainer.data.datasets[dataset][i] for i in indices]
+    texts = [p.query for p in pairs] + [p.positive for p in pairs] + [n for p in pairs for n in p.negatives]
+    with torch.no_grad():
+        terms = trainer._loss(0)
+        queries, keys = trainer._embed(texts[: len(pairs)]), trainer._embed(texts[len(pairs) :])
+        teacher = trainer._teacher(texts)
+    student = torch.cat([queries, keys])
+    soft = similarity_distillation(student, teacher, 0.5).item()
+    assert terms["distill_loss"].item() == pytest.approx(soft, rel=1e-4)
+    assert soft != pytest.approx(
+        similarity_distillation(student, teacher, stage.temperature).item(), rel=1e-2
+    )
+    # InfoNCE keeps the stage's own temperature
+    assert terms["rep_loss"].item() == pytest.approx(
+        info_nce(queries, keys, stage.temperature).item(), rel=1e-4
+    )
+
+
+def test_distill_memory_keeps_the_last_batches_and_joins_every_row(corpus, make_tiny_checkpoint, tmp_path):
+    teacher = f"{make_tiny_checkpoint('qwen2')}:causal:mean"
+    stage = _stage(corpus, "distill", data=[str(corpus / "text.txt")], teacher=teacher, distill_memory=16)
+    trainer = StageTrainer(
+        Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional"), stage, tmp_path
+    )
+    batches = [[trainer.data.datasets[d][i] for i in indices] for d, indices in trainer.data.plan[:3]]
+    with torch.no_grad():
+        first, second = trainer._loss(0)["loss"], trainer._loss(1)["loss"]
+        assert len(trainer.memory[0]) == 2  # two batches of 8: the memory is full
+        trainer._loss(2)  # a third pushes the first out
+        np.testing.assert_array_equal(
+            torch.cat(trainer.memory[1]).numpy(), trainer._teacher(batches[1] + batches[2])
+        )
+        student = [trainer._embed(b) for b in batches[:2]]
+        teachers = [trainer._teacher(b) for b in batches[:2]]
+    assert first.item() == pytest.approx(similarity_distillation(student[0], teachers[0]).item(), rel=1e-4)
+    with_memory = similarity_distillation(student[1], teachers[1], memory=(student[0], teachers[0]))
+    assert second.item() == pytest.approx(with_memory.item(), rel=1e-4)
+    assert second.item() != pytest.approx(similarity_distillation(student[1], teachers[1]).item(), rel=1e-2)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

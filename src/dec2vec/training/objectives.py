@@ -91,7 +91,12 @@ def causal_labels(input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Ten
 
 
 def similarity_distillation(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 0.05, *, kind: str = "kl"
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float = 0.05,
+    *,
+    kind: str = "kl",
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The student learns the teacher's in-batch similarity structure, whatever the two dimensions are.
 
@@ -100,18 +105,26 @@ def similarity_distillation(
     (Lin et al. 2020) and DistilCSE: only the order and spacing within a row count. ``kind="mse"``: the
     mean squared difference of the cosines themselves, off the diagonal (``temperature`` unused): absolute
     levels count too, which is what STS scores across pairs. No projection is trained or shipped.
-    ``student`` ``(n, d_s)``, ``teacher`` ``(n, d_t)``.
+    ``memory``: the student's (detached) and the teacher's vectors of earlier batches' texts, ``(m, d_s)``
+    and ``(m, d_t)``, as more columns of every row (cross-batch memory, Wang et al. 2020): a row then ranks
+    hundreds of texts, not one batch's few. ``student`` ``(n, d_s)``, ``teacher`` ``(n, d_t)``.
     """
     if student.shape[0] != teacher.shape[0] or student.shape[0] < 2:
         raise ValueError("distillation needs the same n >= 2 texts from the student and the teacher")
     s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float().to(student.device), dim=-1)
-    eye = torch.eye(s.shape[0], dtype=torch.bool, device=s.device)
+    s_cols, t_cols = s, t  # (n + m, d): the batch's texts, then the memory's
+    if memory is not None:
+        s_cols = torch.cat([s, F.normalize(memory[0].float().to(s.device), dim=-1)])
+        t_cols = torch.cat([t, F.normalize(memory[1].float().to(s.device), dim=-1)])
+    n = s.shape[0]
+    eye = torch.zeros(n, s_cols.shape[0], dtype=torch.bool, device=s.device)
+    eye[:, :n] = torch.eye(n, dtype=torch.bool, device=s.device)  # (n, n + m): each text against itself
     if kind == "mse":
-        return ((s @ s.T - t @ t.T)[~eye] ** 2).mean()
+        return ((s @ s_cols.T - t @ t_cols.T)[~eye] ** 2).mean()
     if kind != "kl":
         raise ValueError(f"distillation kind must be 'kl' or 'mse', got {kind!r}")
-    student_logits = (s @ s.T / temperature).masked_fill(eye, float("-inf"))
-    teacher_logits = (t @ t.T / temperature).masked_fill(eye, float("-inf"))
+    student_logits = (s @ s_cols.T / temperature).masked_fill(eye, float("-inf"))
+    teacher_logits = (t @ t_cols.T / temperature).masked_fill(eye, float("-inf"))
     log_p_student = F.log_softmax(student_logits, dim=-1).masked_fill(eye, 0.0)
     log_p_teacher = F.log_softmax(teacher_logits, dim=-1).masked_fill(eye, 0.0)
     return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean()

@@ -96,6 +96,12 @@ class StageConfig:
     lambda_gen: float = 1.0
     lambda_distill: float = 1.0
     distill_loss: Literal["kl", "mse"] = "kl"  # see objectives.similarity_distillation
+    # KL's softmax temperature; None: ``temperature``. Softer than InfoNCE's, the teacher's row keeps
+    # how close each negative is, not only which text is the positive.
+    distill_temperature: float | None = None
+    # >0: the last N texts' vectors (student's detached, teacher's) join every row of the distillation
+    # (see objectives.similarity_distillation). Not checkpointed: a resumed run refills it.
+    distill_memory: int = 0
     bf16: bool = True  # bfloat16 autocast (CPU and CUDA)
     gradient_checkpointing: bool = False
     checkpoint_every: int = 50
@@ -118,10 +124,21 @@ class StageConfig:
             raise ValueError(f"stage {self.name!r}: distill_loss must be 'kl' or 'mse'")
         if self.lora_layers < 0 or (self.lora_layers and not self.lora):
             raise ValueError(f"stage {self.name!r}: lora_layers is a count >= 0 and applies with lora only")
-        if not spec.needs_teacher and (self.distill_loss != "kl" or self.lambda_distill != 1.0):
+        distill_only = (
+            self.distill_loss != "kl"
+            or self.lambda_distill != 1.0
+            or self.distill_temperature
+            or self.distill_memory
+        )
+        if not spec.needs_teacher and distill_only:
             raise ValueError(
-                f"stage {self.name!r}: distill_loss and lambda_distill apply to distill stages only"
+                f"stage {self.name!r}: distill_loss, distill_temperature, distill_memory and lambda_distill"
+                " apply to distill stages only"
             )
+        if self.distill_memory < 0:
+            raise ValueError(f"stage {self.name!r}: distill_memory is a count of texts >= 0")
+        if self.distill_temperature is not None and self.distill_loss != "kl":
+            raise ValueError(f"stage {self.name!r}: distill_temperature applies to distill_loss = 'kl' only")
 
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> StageConfig:
@@ -281,6 +298,7 @@ class StageTrainer:
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.memory: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # distill_memory's batches
         masks = OBJECTIVES[config.objective].masks_tokens
         self.mask_id = _mask_token_id(encoder, config.mask_token) if masks else None
         self.teacher_vectors = self._load_teacher_vectors() if config.teacher is not None else {}
@@ -340,22 +358,31 @@ class StageTrainer:
         """The teacher's in-batch similarity structure over all the batch's texts (of pairs: every text)."""
         c = self.config
         if not isinstance(examples[0], data_io.Pair):
-            student = self._embed(examples)
-            teacher = self._teacher(examples)
             return {
-                "distill_loss": similarity_distillation(student, teacher, c.temperature, kind=c.distill_loss)
+                "distill_loss": self._similarity_distillation(self._embed(examples), self._teacher(examples))
             }
         queries = self._embed([p.query for p in examples], instruction)
         key_texts = [p.positive for p in examples] + [n for p in examples for n in p.negatives]
         keys = self._embed(key_texts)
         teacher = self._teacher([p.query for p in examples] + key_texts)
-        student = torch.cat([queries, keys])
-        terms = {
-            "distill_loss": similarity_distillation(student, teacher, c.temperature, kind=c.distill_loss)
-        }
+        terms = {"distill_loss": self._similarity_distillation(torch.cat([queries, keys]), teacher)}
         if c.lambda_rep > 0:
             terms["rep_loss"] = info_nce(queries, keys, c.temperature, global_negatives=c.global_negatives)
         return terms
+
+    def _similarity_distillation(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """The stage's distillation loss, against the memory of earlier texts too; then they join it."""
+        c = self.config
+        tau = c.temperature if c.distill_temperature is None else c.distill_temperature
+        memory = (torch.cat(self.memory[0]), torch.cat(self.memory[1])) if self.memory[0] else None
+        loss = similarity_distillation(student, teacher, tau, kind=c.distill_loss, memory=memory)
+        if c.distill_memory:
+            for kept, new in zip(self.memory, (student.detach(), teacher), strict=True):
+                kept.append(new)
+            while sum(len(v) for v in self.memory[0]) > c.distill_memory:  # whole batches, at most N texts
+                for kept in self.memory:
+                    kept.pop(0)
+        return loss
 
     def _teacher(self, texts: list[str]) -> torch.Tensor:
         return torch.from_numpy(np.stack([self.teacher_vectors[t] for t in texts]))
