@@ -166,17 +166,25 @@ def test_distill_memory_keeps_the_last_batches_and_joins_every_row(corpus, make_
     batches = [[trainer.data.datasets[d][i] for i in indices] for d, indices in trainer.data.plan[:3]]
     with torch.no_grad():
         first, second = trainer._loss(0)["loss"], trainer._loss(1)["loss"]
-        assert len(trainer.memory[0]) == 2  # two batches of 8: the memory is full
+        assert trainer.memory[0].shape == (16, 32)  # two batches of 8: the memory is full
         trainer._loss(2)  # a third pushes the first out
-        np.testing.assert_array_equal(
-            torch.cat(trainer.memory[1]).numpy(), trainer._teacher(batches[1] + batches[2])
-        )
+        np.testing.assert_array_equal(trainer.memory[1].numpy(), trainer._teacher(batches[1] + batches[2]))
         student = [trainer._embed(b) for b in batches[:2]]
         teachers = [trainer._teacher(b) for b in batches[:2]]
     assert first.item() == pytest.approx(similarity_distillation(student[0], teachers[0]).item(), rel=1e-4)
     with_memory = similarity_distillation(student[1], teachers[1], memory=(student[0], teachers[0]))
     assert second.item() == pytest.approx(with_memory.item(), rel=1e-4)
     assert second.item() != pytest.approx(similarity_distillation(student[1], teachers[1]).item(), rel=1e-2)
+    small = StageTrainer(
+        Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional"),
+        _stage(corpus, "distill", data=[str(corpus / "text.txt")], teacher=teacher, distill_memory=5),
+        tmp_path / "small",
+    )
+    with torch.no_grad():
+        small._loss(0)
+    np.testing.assert_array_equal(
+        small.memory[1].numpy(), small._teacher(batches[0][-5:])
+    )  # fewer than a batch
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

@@ -127,8 +127,8 @@ class StageConfig:
         distill_only = (
             self.distill_loss != "kl"
             or self.lambda_distill != 1.0
-            or self.distill_temperature
-            or self.distill_memory
+            or self.distill_temperature is not None
+            or self.distill_memory != 0
         )
         if not spec.needs_teacher and distill_only:
             raise ValueError(
@@ -298,7 +298,8 @@ class StageTrainer:
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
-        self.memory: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # distill_memory's batches
+        # distill_memory's last texts: the student's vectors (detached) and the teacher's, (m, d_s), (m, d_t)
+        self.memory: tuple[torch.Tensor, torch.Tensor] | None = None
         masks = OBJECTIVES[config.objective].masks_tokens
         self.mask_id = _mask_token_id(encoder, config.mask_token) if masks else None
         self.teacher_vectors = self._load_teacher_vectors() if config.teacher is not None else {}
@@ -374,14 +375,15 @@ class StageTrainer:
         """The stage's distillation loss, against the memory of earlier texts too; then they join it."""
         c = self.config
         tau = c.temperature if c.distill_temperature is None else c.distill_temperature
-        memory = (torch.cat(self.memory[0]), torch.cat(self.memory[1])) if self.memory[0] else None
-        loss = similarity_distillation(student, teacher, tau, kind=c.distill_loss, memory=memory)
+        loss = similarity_distillation(student, teacher, tau, kind=c.distill_loss, memory=self.memory)
         if c.distill_memory:
-            for kept, new in zip(self.memory, (student.detach(), teacher), strict=True):
-                kept.append(new)
-            while sum(len(v) for v in self.memory[0]) > c.distill_memory:  # whole batches, at most N texts
-                for kept in self.memory:
-                    kept.pop(0)
+            kept_student, kept_teacher = student.detach(), teacher.to(student.device)
+            if self.memory is not None:
+                kept_student, kept_teacher = (
+                    torch.cat([self.memory[0], kept_student]),
+                    torch.cat([self.memory[1], kept_teacher]),
+                )
+            self.memory = kept_student[-c.distill_memory :], kept_teacher[-c.distill_memory :]
         return loss
 
     def _teacher(self, texts: list[str]) -> torch.Tensor:
