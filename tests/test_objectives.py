@@ -45,7 +45,7 @@ def test_info_nce_with_hard_negatives_appended():
 def test_mntp_uses_logits_one_position_earlier():
     # sequence of 3; only position 2 is masked (its original token is 1): the logits at 1 predict it
     labels = torch.tensor([[IGNORE, IGNORE, 1]])
-    at, targets = shifted_targets(labels)
+    at, targets = shifted_targets(labels, torch.ones_like(labels))
     assert at.tolist() == [[False, True, False]] and targets.tolist() == [1]
     logits = torch.tensor([[2.0, 0.5, -1.0]])  # vocab 3, at the one chosen position
     assert token_loss(logits, targets).item() == pytest.approx(_nll([2.0, 0.5, -1.0], 1), rel=1e-6)
@@ -54,9 +54,13 @@ def test_mntp_uses_logits_one_position_earlier():
 def test_next_token_targets_skip_padding_in_row_major_order():
     ids = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])  # right-padded
-    at, targets = shifted_targets(causal_labels(ids, mask))
+    at, targets = shifted_targets(causal_labels(ids, mask), mask)
     assert at.tolist() == [[True, True, False, False], [True, False, False, False]]
     assert targets.tolist() == [6, 7, 9]
+    # left-padded, the same rows: the pad before a row's first token predicts nothing
+    left_ids, left = torch.tensor([[5, 6, 7], [0, 8, 9]]), torch.tensor([[1, 1, 1], [0, 1, 1]])
+    at, targets = shifted_targets(causal_labels(left_ids, left), left)
+    assert at.tolist() == [[True, True, False], [False, True, False]] and targets.tolist() == [6, 7, 9]
     logits = torch.tensor([[1.0, 0.0], [0.0, 3.0], [5.0, 5.0]])  # the three positions, vocab 2
     expected = (_nll([1.0, 0.0], 0) + _nll([0.0, 3.0], 1) + _nll([5.0, 5.0], 1)) / 3
     assert token_loss(logits, torch.tensor([0, 1, 1])).item() == pytest.approx(expected, rel=1e-6)

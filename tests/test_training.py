@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from dec2vec import Encoder
 from dec2vec.cli import app
 from dec2vec.files import DataFormatError
-from dec2vec.training.objectives import info_nce, similarity_distillation
+from dec2vec.training.objectives import causal_labels, info_nce, similarity_distillation
 from dec2vec.training.recipes import Recipe, load_recipe, train
 from dec2vec.training.trainer import StageConfig, StageTrainer, add_residual_dropout, load_stage_data
 
@@ -88,6 +88,31 @@ def test_each_objective_trains_and_lowers_its_loss(objective, corpus, make_tiny_
         assert np.mean([r["distill_loss"] for r in rows[-5:]]) < np.mean(
             [r["distill_loss"] for r in rows[:5]]
         )
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_next_token_loss_with_left_padding_is_each_rows_own_packed_or_not(
+    arch, corpus, make_tiny_checkpoint, tmp_path
+):
+    """Gemma's tokenizer pads on the left: no pad may predict a row's first token, packed or padded."""
+    encoder = Encoder.load(make_tiny_checkpoint(arch, padding_side="left"), attention="bidirectional")
+    trainer = StageTrainer(encoder, _stage(corpus, "grit", steps=2), tmp_path / "stage")
+    assert trainer.packing[True]
+    texts = ["the cat", "the dog walks to the river today", "a bird in the park"]
+
+    def loss(batch_texts: list[str]) -> torch.Tensor:
+        batch = trainer._collate(batch_texts)
+        labels = causal_labels(batch["input_ids"], batch["attention_mask"])
+        with torch.no_grad():
+            return trainer._token_loss(batch["input_ids"], batch["attention_mask"], labels, causal=True)
+
+    packed = loss(texts)
+    trainer.packing[True] = False
+    padded = loss(texts)
+    counts = [len(trainer._collate([t])["input_ids"][0]) - 1 for t in texts]
+    alone = sum(loss([t]) * n for t, n in zip(texts, counts, strict=True)) / sum(counts)
+    torch.testing.assert_close(packed, padded, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(padded, alone, rtol=1e-4, atol=1e-5)
 
 
 def test_distill_on_text_caches_the_teacher_and_keeps_generation(corpus, make_tiny_checkpoint, tmp_path):

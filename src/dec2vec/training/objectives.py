@@ -50,15 +50,17 @@ def mask_tokens(
     return corrupted, labels
 
 
-def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def shifted_targets(labels: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the LM head is needed and what it must predict: the logits at position i predict ``labels``
     at i+1, for MNTP as for the causal loss (MNTP keeps the decoder's own output alignment, as LLM2Vec).
 
     Returns ``at``, a ``(batch, seq)`` mask of the positions to compute logits at, and their targets
     ``(n,)`` in row-major order: the shape :func:`dec2vec.attention.lm_logits` returns with ``at``.
+    Only real tokens predict: with left padding (Gemma's tokenizer) the pad before a row's first token
+    would otherwise be asked for it, and packing, which drops padding, would lose that row's target.
     """
     at = torch.zeros_like(labels, dtype=torch.bool)
-    at[:, :-1] = labels[:, 1:] != IGNORE
+    at[:, :-1] = (labels[:, 1:] != IGNORE) & attention_mask[:, :-1].bool()
     return at, labels[:, 1:][at[:, :-1]]
 
 

@@ -437,7 +437,7 @@ class StageTrainer:
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, *, causal: bool
     ) -> torch.Tensor:
         """Cross-entropy of the LM head, computed only where a label waits and packed where that helps."""
-        at, targets = shifted_targets(labels)
+        at, targets = shifted_targets(labels, attention_mask)
         model = self.encoder.model
         logits = lm_logits(model, input_ids, attention_mask, causal=causal, at=at, pack=self.packing[causal])
         return token_loss(logits, targets)
