@@ -9,6 +9,7 @@ from dec2vec import Encoder
 from dec2vec.cli import app
 from dec2vec.encoder import preferred_dtype
 from dec2vec.search import Index
+from dec2vec.shipped import DEFAULT_MODEL, SHIPPED
 
 runner = CliRunner(env={"COLUMNS": "300"})  # no line wrapping inside rich error boxes
 
@@ -98,7 +99,8 @@ def test_similarity_and_bad_options(make_tiny_checkpoint):
 def test_models_lists_shipped_encoders_and_backbones():
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
-    assert "smollm2-135m-embed (default)" in result.output
+    assert f"{DEFAULT_MODEL} (default)" in result.output
+    assert all(name in result.output for name in SHIPPED)
     assert "smollm2-135m" in result.output and "gemma3-270m" in result.output
 
 

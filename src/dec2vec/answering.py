@@ -100,7 +100,7 @@ class Answerer:
         if not hasattr(self.generator, "stream_ids"):
             raise ValueError(
                 f"{self.generator.spec} cannot generate (a sentence-transformers model?): "
-                "ask needs a dec2vec decoder, e.g. the shipped smollm2-135m-embed"
+                "ask needs a dec2vec decoder, e.g. the shipped default encoder"
             )
         self.cache = cache if cache is not None else PrefixCache()
         self.instruction = instruction

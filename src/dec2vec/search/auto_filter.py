@@ -77,7 +77,7 @@ def read_filters(
     if not hasattr(generator, "continuation_logprobs"):
         raise ValueError(
             f"{generator.spec} cannot read queries (a sentence-transformers model?): "
-            "auto-filter needs a dec2vec decoder, e.g. the shipped smollm2-135m-embed"
+            "auto-filter needs a dec2vec decoder, e.g. the shipped default encoder"
         )
     reading = Reading(query, {}, margin=margin)
     for name, values in offered(facets, max_values).items():
