@@ -17,7 +17,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from dec2vec import Encoder
@@ -32,14 +31,13 @@ EXAMPLE = (
 ASK = "Passage: {passage}\n\nWrite a search question that this passage answers."
 
 
-def chat(tokenizer, passage: str) -> str:
+def chat(passage: str) -> list[dict[str, str]]:
     """The generation prompt for one passage: the worked example, then the passage."""
-    messages = [
+    return [
         {"role": "user", "content": ASK.format(passage=EXAMPLE[0])},
         {"role": "assistant", "content": EXAMPLE[1]},
         {"role": "user", "content": ASK.format(passage=passage)},
     ]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def usable(question: str, passage: str) -> bool:
@@ -70,8 +68,6 @@ def main() -> None:
     if start == 0:
         args.out.write_text("")
     encoder = Encoder.load(args.model, dtype="bfloat16")
-    tokenizer = encoder.tokenizer
-    tokenizer.padding_side = "left"  # generation continues every row from its own last token
     began, kept = time.perf_counter(), 0
     for at in tqdm(
         range(start, len(passages), args.batch_size),
@@ -80,17 +76,9 @@ def main() -> None:
         total=-(-len(passages) // args.batch_size),
     ):
         batch = passages[at : at + args.batch_size]
-        inputs = tokenizer(
-            [chat(tokenizer, p) for p in batch], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(encoder.device)
-        with torch.inference_mode():
-            out = encoder.model.generate(
-                **inputs,
-                max_new_tokens=args.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        questions = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        questions = encoder.generate_batch(
+            [chat(p) for p in batch], max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        )
         rows = [
             {"query": q.strip(), "positive": p}
             for q, p in zip(questions, batch, strict=True)

@@ -169,6 +169,20 @@ def test_streamed_generation_joins_to_the_greedy_text_and_stops_when_closed(make
     assert encoder.count_tokens(["the cat", ""]) == [expected, 0]
 
 
+@pytest.mark.parametrize(("arch", "padding_side"), [("llama", "right"), ("qwen2", "left"), ("gpt2", "right")])
+def test_batched_generation_gives_each_prompt_its_own_greedy_answer(arch, padding_side, make_tiny_checkpoint):
+    encoder = Encoder.load(make_tiny_checkpoint(arch, padding_side), attention="bidirectional")
+    prompts = ["the cat", "a much longer prompt about the river and the town", "x", "the river"]
+    batched = encoder.generate_batch(prompts, max_new_tokens=8, batch_size=3)  # a full batch and a rest
+    assert batched == [encoder.generate(p, max_new_tokens=8) for p in prompts]
+    assert len(set(batched)) > 1  # the rows did not all continue the same (padded) text
+    assert encoder.tokenizer.padding_side == padding_side  # embedding's padding side is left alone
+    with pytest.raises(TypeError, match="list of prompts"):
+        encoder.generate_batch("the cat")
+    with pytest.raises(ValueError, match="prompt 1 is"):
+        encoder.generate_batch(["the cat", "word " * encoder.context_length])
+
+
 def test_generation_refuses_empty_prompts_and_a_failure_inside_ends_the_stream(make_tiny_checkpoint):
     encoder = Encoder.load(make_tiny_checkpoint("gpt2"))  # learned positions: past them, an index error
     for empty in ("", "  \n", [{"role": "user", "content": " "}]):

@@ -80,6 +80,39 @@ class Generation:
             top_p=top_p,
         )
 
+    def generate_batch(
+        self,
+        prompts: Sequence[str | Messages],
+        *,
+        max_new_tokens: int = 64,
+        chat: bool = False,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """Greedy ``generate`` for many prompts, ``batch_size`` in one ``model.generate`` call each: rows
+        are padded on the left whatever the tokenizer's side, so each continues from its own last token."""
+        ids = [self._prompt_ids(p, chat) for p in _check_prompts(prompts)]
+        for n, row in enumerate(ids):
+            if len(row) > self.context_length:
+                limit = self.context_length
+                raise ValueError(f"prompt {n} is {len(row)} tokens: the model's context is {limit}")
+        pad = self.tokenizer.pad_token_id
+        out: list[str] = []
+        with torch.inference_mode():
+            for start in range(0, len(ids), batch_size):
+                chunk = ids[start : start + batch_size]
+                width = max(map(len, chunk))
+                rows = [[pad] * (width - len(r)) + r for r in chunk]
+                mask = [[0] * (width - len(r)) + [1] * len(r) for r in chunk]
+                generated = self.model.generate(
+                    input_ids=torch.tensor(rows, device=self.device),
+                    attention_mask=torch.tensor(mask, device=self.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=pad,
+                )
+                out += self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+        return out
+
     def stream_ids(
         self,
         ids: list[int],
