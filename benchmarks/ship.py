@@ -55,7 +55,7 @@ RELEASES = {
         "SmolLM2-135M-Instruct converted to a bidirectional mean-pooling encoder that still chats: "
         "LLM2Vec's supervised path (masked next-token prediction, then contrastive training with hard "
         "negatives) with a next-token loss on the same weights (GRIT), then all-mpnet-base-v2's similarity "
-        "structure distilled on the same pairs",
+        "structure distilled on the same pairs, then on search questions it wrote itself for the passages",
         "Apache-2.0, as SmolLM2-135M-Instruct",
     ),
     "gemma3-270m-embed": Release(
@@ -73,6 +73,8 @@ RELEASES = {
 DATA_LICENCES = {
     "snli_triplets.jsonl": "SNLI 1.0 dev+test triplets (Bowman et al. 2015), CC BY-SA 4.0",
     "retrieval_ict_pairs.jsonl": "WikiText-2 inverse-cloze pairs (Merity et al. 2016), CC BY-SA 3.0 / GFDL",
+    "retrieval_question_pairs.jsonl": "search questions SmolLM2-135M-Instruct wrote for the WikiText-2 "
+    "inverse-cloze passages (benchmarks/make_questions.py), CC BY-SA 3.0 / GFDL as the passages",
     "demo_sentences.txt": "WikiSplit sentences (Botha et al. 2018), CC BY-SA 4.0",
     "demo_triplets.jsonl": "SNLI 1.0 dev+test triplets, a sample (Bowman et al. 2015), CC BY-SA 4.0",
 }
