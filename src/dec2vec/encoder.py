@@ -299,8 +299,11 @@ class Encoder(Generation):
         tokenized = self.tokenize(_check_texts(texts), [prefix] * len(texts), max_length, warn=False)
         return self._collate(tokenized.ids, tokenized.n_prefix)
 
-    def _collate(self, ids: list[list[int]], n_prefix: list[int]) -> dict[str, torch.Tensor]:
-        """Pad a batch on the tokenizer's side and build its attention and pooling masks.
+    def _collate(
+        self, ids: list[list[int]], n_prefix: list[int], *, left: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Pad a batch on the tokenizer's side (or on the left with ``left=True``, as generation needs) and
+        build its attention and pooling masks.
 
         Written by hand because ``tokenizer.pad`` cannot carry the per-example pooling mask along.
         """
@@ -308,7 +311,7 @@ class Encoder(Generation):
         batch = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(ids), width), dtype=torch.long)
         pooled = torch.zeros((len(ids), width), dtype=torch.long)
-        left = self.tokenizer.padding_side == "left"
+        left = self.tokenizer.padding_side == "left" if left is None else left
         for i, (row, skip) in enumerate(zip(ids, n_prefix, strict=True)):
             start = width - len(row) if left else 0
             batch[i, start : start + len(row)] = torch.tensor(row)

@@ -1,7 +1,7 @@
 """Generation from an encoder's own weights: causal, whatever attention the encoder embeds with.
 
 ``Encoder`` inherits these methods, so one object embeds and answers (GRIT). Needs of the host class:
-``model`` (a causal LM), ``tokenizer``, ``device`` and ``_collate(ids, n_prefix)``.
+``model`` (a causal LM), ``tokenizer``, ``device`` and ``_collate(ids, n_prefix, left=None)``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Generation:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
-    _collate: Any  # (ids, n_prefix) -> padded batch with attention_mask, from the host class
+    _collate: Any  # (ids, n_prefix, left=None) -> padded batch with attention_mask, from the host class
 
     def generate(self, prompt: str | Messages, **kwargs: Any) -> str:
         """Causal generation from the same weights (instruct and GRIT-trained backbones); greedy by default.
@@ -91,25 +91,23 @@ class Generation:
         """Greedy ``generate`` for many prompts, ``batch_size`` in one ``model.generate`` call each: rows
         are padded on the left whatever the tokenizer's side, so each continues from its own last token."""
         ids = [self._prompt_ids(p, chat) for p in _check_prompts(prompts)]
+        limit = self.context_length
         for n, row in enumerate(ids):
-            if len(row) > self.context_length:
-                limit = self.context_length
+            if len(row) > limit:
                 raise ValueError(f"prompt {n} is {len(row)} tokens: the model's context is {limit}")
-        pad = self.tokenizer.pad_token_id
         out: list[str] = []
         with torch.inference_mode():
             for start in range(0, len(ids), batch_size):
                 chunk = ids[start : start + batch_size]
-                width = max(map(len, chunk))
-                rows = [[pad] * (width - len(r)) + r for r in chunk]
-                mask = [[0] * (width - len(r)) + [1] * len(r) for r in chunk]
+                batch = self._collate(chunk, [0] * len(chunk), left=True)
                 generated = self.model.generate(
-                    input_ids=torch.tensor(rows, device=self.device),
-                    attention_mask=torch.tensor(mask, device=self.device),
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
-                    pad_token_id=pad,
+                    pad_token_id=self.tokenizer.pad_token_id,
                 )
+                width = batch["input_ids"].shape[1]
                 out += self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
         return out
 
