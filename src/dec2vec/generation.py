@@ -91,10 +91,8 @@ class Generation:
         """Greedy ``generate`` for many prompts, ``batch_size`` in one ``model.generate`` call each: rows
         are padded on the left whatever the tokenizer's side, so each continues from its own last token."""
         ids = [self._prompt_ids(p, chat) for p in _check_prompts(prompts)]
-        limit = self.context_length
         for n, row in enumerate(ids):
-            if len(row) > limit:
-                raise ValueError(f"prompt {n} is {len(row)} tokens: the model's context is {limit}")
+            self._check_context(row, f"prompt {n}")
         out: list[str] = []
         with torch.inference_mode():
             for start in range(0, len(ids), batch_size):
@@ -124,8 +122,7 @@ class Generation:
         """``generate_stream`` for a prompt already tokenized; ``past_key_values`` may hold the causal states
         of a prefix of ``ids`` (see ``kv_cache.PrefixCache``), which are then not computed again. At the
         end, ``usage["new_tokens"]`` (when given) is how many tokens were generated."""
-        if len(ids) > self.context_length:
-            raise ValueError(f"the prompt is {len(ids)} tokens: the model's context is {self.context_length}")
+        self._check_context(ids, "the prompt")
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         stop = threading.Event()
         counter = _Stop(stop)
@@ -169,6 +166,11 @@ class Generation:
     def context_length(self) -> int:
         """The most tokens a prompt plus its answer may take (the backbone's position limit)."""
         return int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
+
+    def _check_context(self, ids: list[int], name: str) -> None:
+        """Refuse a prompt longer than the model's context, naming it (``ValueError``)."""
+        if len(ids) > self.context_length:
+            raise ValueError(f"{name} is {len(ids)} tokens: the model's context is {self.context_length}")
 
     def _prompt_ids(self, prompt: str | Messages, chat: bool) -> list[int]:
         """Token ids of a generation prompt: chat messages (or text, with ``chat``) via the chat template."""
