@@ -110,6 +110,8 @@ def test_demo_compares_answers_and_searches(make_tiny_checkpoint, tmp_path):
     args = ["demo", "-m", str(make_tiny_checkpoint("llama")), "--db", str(db)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    dtype, reason = preferred_dtype()  # not a fixed bfloat16: emulated on CPUs without it, it takes hours
+    assert f"dtype: {dtype} ({reason}" in result.output
     assert "raw backbone vs dec2vec-converted encoder" in result.stdout
     assert "cosine similarity" in result.stdout and "What is the capital of France?" in result.stdout
     assert result.stdout.count("hybrid search:") == 3 and "3000 added, 0 unchanged" in result.stdout
@@ -119,6 +121,9 @@ def test_demo_compares_answers_and_searches(make_tiny_checkpoint, tmp_path):
         assert index.stats()["documents"] == 3000
     again = runner.invoke(app, args)  # a rerun finds its index complete: nothing is embedded twice
     assert again.exit_code == 0 and "0 added, 3000 unchanged" in again.stdout
+    forced = runner.invoke(app, [*args, "--dtype", "float32"])  # a chosen dtype is taken, not announced
+    assert forced.exit_code == 0 and "dtype:" not in forced.output, forced.output
+    assert forced.stdout.count("hybrid search:") == 3
     assert again.stdout.count("hybrid search:") == 3
 
 

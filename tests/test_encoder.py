@@ -198,3 +198,19 @@ def test_generation_refuses_empty_prompts_and_a_failure_inside_ends_the_stream(m
         encoder.generate(near_the_end, max_new_tokens=100)
     assert time.perf_counter() - start < 60
     assert encoder.generate("the cat", max_new_tokens=3)  # and the model still generates after
+
+
+@pytest.mark.parametrize("hardware", ["float32", "bfloat16"])
+def test_bfloat16_without_native_support_is_obeyed_with_a_warning(hardware, make_tiny_checkpoint, caplog,
+                                                                   monkeypatch):  # fmt: skip
+    """Emulated bfloat16 runs many times slower than float32: an explicit ask is kept, but said."""
+    import dec2vec.encoder
+
+    monkeypatch.setattr(dec2vec.encoder, "preferred_dtype", lambda: (hardware, "the test CPU has none"))
+    with caplog.at_level(logging.WARNING, logger="dec2vec.encoder"):
+        encoder = Encoder.load(make_tiny_checkpoint("llama"), dtype="bfloat16")
+    assert str(encoder.model.dtype) == "torch.bfloat16"
+    warned = [r.getMessage() for r in caplog.records if "runs many times slower" in r.getMessage()]
+    assert warned == ([] if hardware == "bfloat16" else [
+        "bfloat16 asked for, but the test CPU has none: it runs many times slower than float32"
+    ])  # fmt: skip

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from dec2vec import Encoder
 from dec2vec.cli import app
 from dec2vec.files import DataFormatError
+from dec2vec.training import trainer as trainer_module
 from dec2vec.training.objectives import causal_labels, info_nce, similarity_distillation
 from dec2vec.training.recipes import Recipe, load_recipe, train
 from dec2vec.training.trainer import StageConfig, StageTrainer, add_residual_dropout, load_stage_data
@@ -478,3 +479,20 @@ def test_a_planted_checkpoint_is_refused_and_runs_nothing(corpus, make_tiny_chec
     with pytest.raises(ValueError, match="dec2vec did not write it"):
         train(load_recipe(recipe), str(make_tiny_checkpoint("llama")), tmp_path / "out", resume=True)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("hardware", "bf16", "autocast"),
+    [("float32", None, False), ("bfloat16", None, True), ("float32", True, True), ("bfloat16", False, False)],
+)
+def test_bf16_autocast_follows_the_hardware_unless_the_stage_says(
+    hardware, bf16, autocast, corpus, make_tiny_checkpoint, tmp_path, monkeypatch
+):
+    """Emulated bfloat16 is many times slower than float32, so by default a stage autocasts only where the
+    device computes it natively; ``bf16 = true/false`` in a stage decides regardless."""
+    monkeypatch.setattr(trainer_module, "preferred_dtype", lambda: (hardware, "as the test says"))
+    encoder = Encoder.load(make_tiny_checkpoint("llama"), attention="bidirectional")
+    trainer = StageTrainer(encoder, _stage(corpus, "mntp", steps=1, bf16=bf16), tmp_path / "stage")
+    with trainer._autocast():
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert (product.dtype == torch.bfloat16) is autocast

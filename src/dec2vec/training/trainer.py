@@ -31,7 +31,7 @@ from transformers import get_scheduler
 
 from dec2vec.attention import lm_logits, supports_packing
 from dec2vec.backbone import decoder_layers
-from dec2vec.encoder import Encoder
+from dec2vec.encoder import Encoder, preferred_dtype
 from dec2vec.files import DataFormatError
 from dec2vec.training import data as data_io
 from dec2vec.training import distributed
@@ -102,7 +102,9 @@ class StageConfig:
     # >0: the last N texts' vectors (student's detached, teacher's) join every row of the distillation
     # (see objectives.similarity_distillation). Not checkpointed: a resumed run refills it.
     distill_memory: int = 0
-    bf16: bool = True  # bfloat16 autocast (CPU and CUDA)
+    # bfloat16 autocast (CPU and CUDA); None: where the device computes it natively (preferred_dtype),
+    # since emulated bfloat16 matmuls are about 100x slower than float32 on a CPU without it.
+    bf16: bool | None = None
     gradient_checkpointing: bool = False
     checkpoint_every: int = 50
     log_every: int = 1
@@ -297,6 +299,7 @@ class StageTrainer:
             num_training_steps=config.steps,
         )
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.bf16 = preferred_dtype()[0] == "bfloat16" if config.bf16 is None else config.bf16
         self.step = 0
         # distill_memory's last texts: the student's vectors (detached) and the teacher's, (m, d_s), (m, d_t)
         self.memory: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -448,7 +451,7 @@ class StageTrainer:
         return self.peft if self.peft is not None else self.encoder.model
 
     def _autocast(self):
-        if not self.config.bf16:
+        if not self.bf16:
             return nullcontext()
         return torch.autocast(self.encoder.device.type, dtype=torch.bfloat16)
 
