@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from dec2vec.encoder import ATTENTION_MODES, CONFIG_NAME, DTYPES, Encoder, weights_digest
+from dec2vec.encoder import ATTENTION_MODES, CONFIG_NAME, DTYPES, Encoder, warn_if_emulated, weights_digest
 from dec2vec.files import sha256_file
 from dec2vec.pooling import POOLING_METHODS
 from dec2vec.shipped import DEFAULT_MODEL, SHIPPED
@@ -193,6 +193,7 @@ def load_model(spec: str, dtype: str | None = None) -> TextEncoder | LexicalRetr
         raise ValueError(f"model spec {spec!r}: a sentence-transformers model takes a dtype option only")
     model = SentenceTransformerBaseline(baseline, spec=name)
     if kwargs.get("dtype", "float32") != "float32":
+        warn_if_emulated(DTYPES[kwargs["dtype"]])
         model.model.to(DTYPES[kwargs["dtype"]])
         model.spec = f"{name}:{kwargs['dtype']}"
     return model
