@@ -103,7 +103,7 @@ class StageConfig:
     # (see objectives.similarity_distillation). Not checkpointed: a resumed run refills it.
     distill_memory: int = 0
     # bfloat16 autocast (CPU and CUDA); None: where the device computes it natively (preferred_dtype),
-    # since emulated bfloat16 matmuls are about 100x slower than float32 on a CPU without it.
+    # since emulated, it made a supervised SmolLM2 step 15x slower (0.21 vs 3.1 examples/s) on a Zen 3 CPU.
     bf16: bool | None = None
     gradient_checkpointing: bool = False
     checkpoint_every: int = 50
