@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from dec2vec import Encoder
 from dec2vec.cli import app
+from dec2vec.encoder import preferred_dtype
 from dec2vec.evaluation import DataFormatError, build_task, evaluate, load_suite, parse_task
 from dec2vec.evaluation.cache import CachedEncoder
 from dec2vec.evaluation.tasks import word_vectors
@@ -278,7 +279,7 @@ def test_eval_cli_compares_models_and_writes_reports(make_tiny_checkpoint, beir,
     model = str(make_tiny_checkpoint("llama"))
     out = tmp_path / "out"
     out.mkdir()
-    args = ["eval", "-m", f"{model}:causal:mean", "-m", f"{model}:bidirectional:last", "-m", "bm25"]
+    args = ["eval", "-m", f"{model}:causal:mean", "-m", f"{model}:bidirectional:last:float32", "-m", "bm25"]
     args += ["-t", f"sts:{sts}", "-t", f"retrieval:{folder}", "--cache-dir", str(tmp_path / "cache")]
     args += [
         "--json",
@@ -292,17 +293,22 @@ def test_eval_cli_compares_models_and_writes_reports(make_tiny_checkpoint, beir,
     ]
     result = CliRunner(env={"COLUMNS": "300"}).invoke(app, args)
     assert result.exit_code == 0, result.output
+    # a spec naming no dtype runs in the hardware's, said once and written into its rows' label
+    dtype, reason = preferred_dtype()
+    assert f"dtype: {dtype} ({reason}" in result.output
     rows = json.loads((out / "r.json").read_text())
-    assert {r["model"] for r in rows} == {f"{model}:causal:mean", f"{model}:bidirectional:last", "bm25"}
+    chosen = f"{model}:causal:mean:{dtype}"
+    assert {r["model"] for r in rows} == {chosen, f"{model}:bidirectional:last:float32", "bm25"}
     assert not any(r["model"] == "bm25" and r["task"] == "sts/sts" for r in rows)  # not applicable, not faked
-    direct = evaluate([f"{model}:causal:mean"], [parse_task(f"sts:{sts}")], cache_dir=tmp_path / "cache2")
-    spearman = next(
-        r["value"] for r in rows if r["model"] == f"{model}:causal:mean" and r["metric"] == "spearman"
-    )
+    direct = evaluate([chosen], [parse_task(f"sts:{sts}")], cache_dir=tmp_path / "cache2")
+    spearman = next(r["value"] for r in rows if r["model"] == chosen and r["metric"] == "spearman")
     assert spearman == pytest.approx(next(r["value"] for r in direct.rows if r["metric"] == "spearman"))
     assert "| **spearman** |" in (out / "r.md").read_text()
     for png in ("r.png", "s.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(app, ["eval", "-m", model, "-t", f"sts:{sts}", "--dtype", "int4"])
+    assert bad.exit_code != 0
+    assert "--dtype must be one of float32, bfloat16, float16, got 'int4'" in bad.output
 
 
 def test_mteb_adapter_runs_a_local_task_offline(tiny, tmp_path):
@@ -320,3 +326,12 @@ def test_mteb_adapter_runs_a_local_task_offline(tiny, tmp_path):
     result = mteb.evaluate(MtebEncoder(tiny), [local_sts_task(path)], cache=None, show_progress_bar=False)
     score = result.task_results[0].scores["test"][0]["cosine_spearman"]
     assert score == pytest.approx(build_task("sts", path).run(tiny).metrics["spearman"], abs=1e-6)
+
+
+def test_with_dtype_adds_a_dtype_only_where_a_spec_names_none():
+    from dec2vec.models import with_dtype
+
+    assert with_dtype("smollm2-135m:causal:last", "bfloat16") == "smollm2-135m:causal:last:bfloat16"
+    assert with_dtype("./enc:float32:mean", "bfloat16") == "./enc:float32:mean"
+    assert with_dtype("minilm", "float32") == "minilm:float32"
+    assert with_dtype("bm25", "bfloat16") == "bm25"

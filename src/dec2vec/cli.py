@@ -268,9 +268,14 @@ def eval_command(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Embedding cache (default $DEC2VEC_HOME/embeddings).")
     ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(help=f"For specs that name no dtype: {', '.join(DTYPES)} (default: the hardware's)."),
+    ] = None,
 ) -> None:
     """Score models side by side on local STS, retrieval, classification, clustering, pair and word tasks."""
     from dec2vec.evaluation import evaluate, load_suite, parse_task, report
+    from dec2vec.models import with_dtype
 
     try:
         tasks = [parse_task(spec) for spec in task or []] + (load_suite(suite) if suite else [])
@@ -278,8 +283,12 @@ def eval_command(
         raise _fail(str(err)) from err
     if not tasks:
         raise _fail("give at least one --task or a --suite")
+    if dtype is not None and dtype not in DTYPES:
+        raise _fail(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    dtype = _resolve_dtype(dtype)
+    specs = [with_dtype(spec, dtype) for spec in model]  # rows are labelled with what ran
     try:
-        evaluation = evaluate(model, tasks, cache_dir=cache_dir)
+        evaluation = evaluate(specs, tasks, cache_dir=cache_dir)
     except (BackboneNotFoundError, ValueError) as err:
         raise _fail(str(err)) from err
     console.print(report.table(evaluation))

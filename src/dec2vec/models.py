@@ -199,6 +199,14 @@ def load_model(spec: str, dtype: str | None = None) -> TextEncoder | LexicalRetr
     return model
 
 
+def with_dtype(spec: str, dtype: str) -> str:
+    """``spec`` with ``:dtype`` added where it names no dtype (BM25 has none), so a result says what ran."""
+    name, *options = spec.split(":")
+    if name == "bm25" or any(option in DTYPES for option in options):
+        return spec
+    return f"{spec}:{dtype}"
+
+
 def _baseline_path(name: str) -> Path | None:
     """The sentence-transformers folder a baseline name stands for, or None for a dec2vec model."""
     if name in ("mpnet", "all-mpnet-base-v2"):
