@@ -24,6 +24,7 @@ def test_embed_text_lines_to_npy(make_tiny_checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     dtype, reason = preferred_dtype()  # no --dtype: bfloat16 where the hardware has it, said once
     assert f"dtype: {dtype} ({reason}" in result.output
+    assert ("--dtype float32 to opt out" in result.output) is (dtype != "float32")  # no opting out of float32
     expected = Encoder.load(model, dtype=dtype).encode(lines)
     np.testing.assert_allclose(np.load(tmp_path / "o.npy"), expected, atol=1e-6)
     result = runner.invoke(

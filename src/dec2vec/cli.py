@@ -69,7 +69,8 @@ def _resolve_dtype(dtype: str | None) -> str:
     if dtype is not None:
         return dtype
     chosen, reason = preferred_dtype()
-    typer.echo(f"dtype: {chosen} ({reason}; --dtype float32 to opt out)", err=True)
+    opt_out = "; --dtype float32 to opt out" if chosen != "float32" else ""
+    typer.echo(f"dtype: {chosen} ({reason}{opt_out})", err=True)
     return chosen
 
 
