@@ -205,10 +205,9 @@ def test_bfloat16_without_native_support_is_obeyed_with_a_warning(hardware, make
                                                                    monkeypatch):  # fmt: skip
     """Emulated bfloat16 runs many times slower than float32: an explicit ask is kept, but said."""
     import dec2vec.encoder
-
-    monkeypatch.setattr(dec2vec.encoder, "preferred_dtype", lambda: (hardware, "the test CPU has none"))
     from dec2vec.models import load_model
 
+    monkeypatch.setattr(dec2vec.encoder, "preferred_dtype", lambda: (hardware, "the test CPU has none"))
     with caplog.at_level(logging.WARNING, logger="dec2vec.encoder"):
         encoder = Encoder.load(make_tiny_checkpoint("llama"), dtype="bfloat16")
         baseline = load_model("minilm:bfloat16")  # a sentence-transformers baseline is warned of too

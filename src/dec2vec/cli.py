@@ -65,8 +65,10 @@ ASK_MAX_NEW_TOKENS = 128
 
 
 def _resolve_dtype(dtype: str | None) -> str:
-    """No dtype given: the hardware's preferred one, said once on stderr."""
+    """No dtype given: the hardware's preferred one, said once on stderr; a given one must be known."""
     if dtype is not None:
+        if dtype not in DTYPES:
+            raise _fail(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         return dtype
     chosen, reason = preferred_dtype()
     opt_out = "; --dtype float32 to opt out" if chosen != "float32" else ""
@@ -284,8 +286,6 @@ def eval_command(
         raise _fail(str(err)) from err
     if not tasks:
         raise _fail("give at least one --task or a --suite")
-    if dtype is not None and dtype not in DTYPES:
-        raise _fail(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     dtype = _resolve_dtype(dtype)
     specs = [with_dtype(spec, dtype) for spec in model]  # rows are labelled with what ran
     try:
