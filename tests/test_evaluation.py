@@ -309,6 +309,8 @@ def test_eval_cli_compares_models_and_writes_reports(make_tiny_checkpoint, beir,
     bad = CliRunner().invoke(app, ["eval", "-m", model, "-t", f"sts:{sts}", "--dtype", "int4"])
     assert bad.exit_code != 0
     assert "--dtype must be one of float32, bfloat16, float16, got 'int4'" in bad.output
+    idle = CliRunner().invoke(app, ["eval", "-m", "bm25", "-t", f"retrieval:{folder}", "--dtype", "float32"])
+    assert idle.exit_code != 0 and "--dtype applies to no model here" in idle.output  # not silently ignored
 
 
 def test_mteb_adapter_runs_a_local_task_offline(tiny, tmp_path):

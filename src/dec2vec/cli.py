@@ -286,8 +286,11 @@ def eval_command(
         raise _fail(str(err)) from err
     if not tasks:
         raise _fail("give at least one --task or a --suite")
+    given = dtype is not None
     dtype = _resolve_dtype(dtype)
     specs = [with_dtype(spec, dtype) for spec in model]  # rows are labelled with what ran
+    if given and specs == model:
+        raise _fail("--dtype applies to no model here: every spec names its dtype or is bm25")
     try:
         evaluation = evaluate(specs, tasks, cache_dir=cache_dir)
     except (BackboneNotFoundError, ValueError) as err:
